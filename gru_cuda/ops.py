@@ -1,0 +1,86 @@
+"""Python registrations of the compiled ops: fake (meta) kernels for torch.compile and
+torch.export, and autograd, whose backward is the fused gru_backward op.
+
+The schemas and their contract live in csrc/gru_ops.cpp.
+"""
+from __future__ import annotations
+
+import torch
+
+from gru_cuda import _library  # noqa: F401  (registers torch.ops.gru_cuda)
+
+gru_forward = torch.ops.gru_cuda.gru_forward.default
+gru_backward = torch.ops.gru_cuda.gru_backward.default
+
+
+def _workspace_width(reset_after: bool, H: int) -> int:
+    return (4 if reset_after else 3) * H
+
+
+@torch.library.register_fake("gru_cuda::gru_forward")
+def _gru_forward_fake(x, kernel, recurrent_kernel, bias, h0, mask, input_dropout_mask,
+                      recurrent_dropout_mask, reset_after, activation, recurrent_activation,
+                      go_backwards, zero_output_for_mask, save_for_backward):
+    T, B, _ = x.shape
+    H = recurrent_kernel.shape[0]
+    outputs = x.new_empty((T, B, H))
+    final_state = x.new_empty((B, H))
+    if save_for_backward:
+        states = x.new_empty((T, B, H))
+        workspace = x.new_empty((T, B, _workspace_width(reset_after, H)))
+    else:
+        states = x.new_empty((0,))
+        workspace = x.new_empty((0,))
+    return outputs, final_state, states, workspace
+
+
+@torch.library.register_fake("gru_cuda::gru_backward")
+def _gru_backward_fake(grad_outputs, grad_final_state, x, kernel, recurrent_kernel, h0, states,
+                       workspace, mask, input_dropout_mask, recurrent_dropout_mask, has_bias,
+                       reset_after, activation, recurrent_activation, go_backwards,
+                       zero_output_for_mask):
+    H = recurrent_kernel.shape[0]
+    if has_bias:
+        grad_bias = x.new_empty((2, 3 * H) if reset_after else (3 * H,))
+    else:
+        grad_bias = x.new_empty((0,))
+    return (x.new_empty(x.shape), kernel.new_empty(kernel.shape),
+            recurrent_kernel.new_empty(recurrent_kernel.shape), grad_bias, h0.new_empty(h0.shape))
+
+
+def _setup_context(ctx, inputs, output):
+    (x, kernel, recurrent_kernel, bias, h0, mask, input_dropout_mask, recurrent_dropout_mask,
+     reset_after, activation, recurrent_activation, go_backwards, zero_output_for_mask,
+     save_for_backward) = inputs
+    _, _, states, workspace = output
+    ctx.mark_non_differentiable(states, workspace)
+    ctx.save_for_backward(x, kernel, recurrent_kernel, h0, states, workspace, mask,
+                          input_dropout_mask, recurrent_dropout_mask)
+    ctx.saved_all = bool(save_for_backward)
+    ctx.options = (bias is not None, bool(reset_after), int(activation),
+                   int(recurrent_activation), bool(go_backwards), bool(zero_output_for_mask))
+
+
+def _backward(ctx, grad_outputs, grad_final_state, _grad_states, _grad_workspace):
+    (x, kernel, recurrent_kernel, h0, states, workspace, mask, input_dropout_mask,
+     recurrent_dropout_mask) = ctx.saved_tensors
+    if not ctx.saved_all:
+        raise RuntimeError("gru_cuda::gru_forward was called with save_for_backward=False, so it "
+                           "saved nothing to differentiate; call it with save_for_backward=True "
+                           "(gru_cuda.functional.gru does this whenever a gradient is needed)")
+    has_bias, reset_after, activation, recurrent_activation, go_backwards, zero_out = ctx.options
+    T, B, _ = x.shape
+    H = recurrent_kernel.shape[0]
+    if grad_outputs is None:
+        grad_outputs = x.new_zeros((T, B, H))
+    if grad_final_state is None:
+        grad_final_state = x.new_zeros((B, H))
+    grad_x, grad_kernel, grad_recurrent, grad_bias, grad_h0 = gru_backward(
+        grad_outputs, grad_final_state, x, kernel, recurrent_kernel, h0, states, workspace, mask,
+        input_dropout_mask, recurrent_dropout_mask, has_bias, reset_after, activation,
+        recurrent_activation, go_backwards, zero_out)
+    return (grad_x, grad_kernel, grad_recurrent, grad_bias if has_bias else None, grad_h0,
+            None, None, None, None, None, None, None, None, None)
+
+
+torch.library.register_autograd("gru_cuda::gru_forward", _backward, setup_context=_setup_context)

@@ -1,0 +1,83 @@
+"""The executable spec: a plain PyTorch GRU, float64-capable, with exactly the signature and
+semantics of gru_cuda.functional.gru (Keras 3 numerics). Every kernel is tested against it.
+
+It is written straight from the Keras equations, one step at a time, and shares no code with
+the kernels beyond argument checking. It also serves activations with no fused kernel
+(a Python callable, or a Keras name outside the fused set): correct, but a slow per-step loop.
+"""
+from __future__ import annotations
+
+import torch
+
+from gru_cuda import activations
+from gru_cuda._validation import check_gru_args
+
+
+def gru(x, kernel, recurrent_kernel, bias=None, initial_state=None, *, reset_after=True,
+        activation="tanh", recurrent_activation="sigmoid", go_backwards=False, time_major=False,
+        mask=None, zero_output_for_mask=False, input_dropout_mask=None,
+        recurrent_dropout_mask=None):
+    """Reference GRU over a sequence; see gru_cuda.functional.gru for the arguments."""
+    T, B, F, H = check_gru_args(
+        x, kernel, recurrent_kernel, bias, initial_state, reset_after=reset_after,
+        time_major=time_major, mask=mask, input_dropout_mask=input_dropout_mask,
+        recurrent_dropout_mask=recurrent_dropout_mask)
+    phi = activations.get(activation, "activation")
+    sigma = activations.get(recurrent_activation, "recurrent_activation")
+
+    if not time_major:
+        x = x.transpose(0, 1)
+        mask = None if mask is None else mask.transpose(0, 1)
+    if mask is not None:
+        mask = mask.to(torch.bool)
+    h = x.new_zeros(B, H) if initial_state is None else initial_state
+
+    W_z, W_r, W_h = kernel.split(H, dim=1)
+    U_z, U_r, U_h = recurrent_kernel.split(H, dim=1)
+    if bias is None:
+        zero = x.new_zeros(H)
+        b_iz = b_ir = b_ih = b_hz = b_hr = b_hh = zero
+    elif reset_after:
+        b_iz, b_ir, b_ih = bias[0].split(H)
+        b_hz, b_hr, b_hh = bias[1].split(H)
+    else:
+        b_iz, b_ir, b_ih = bias.split(H)
+
+    prev_out = x.new_zeros(B, H)
+    outputs = []
+    for t in (range(T - 1, -1, -1) if go_backwards else range(T)):
+        x_t = x[t]
+        if input_dropout_mask is None:
+            x_z = x_r = x_h = x_t
+        elif input_dropout_mask.dim() == 2:
+            x_z = x_r = x_h = x_t * input_dropout_mask
+        else:
+            x_z, x_r, x_h = (x_t * input_dropout_mask[g] for g in range(3))
+        if recurrent_dropout_mask is None:
+            h_z = h_r = h_h = h
+        else:
+            h_z, h_r, h_h = (h * recurrent_dropout_mask[g] for g in range(3))
+
+        if reset_after:
+            z = sigma(x_z @ W_z + b_iz + h_z @ U_z + b_hz)
+            r = sigma(x_r @ W_r + b_ir + h_r @ U_r + b_hr)
+            cand = phi(x_h @ W_h + b_ih + r * (h_h @ U_h + b_hh))
+        else:
+            z = sigma(x_z @ W_z + b_iz + h_z @ U_z)
+            r = sigma(x_r @ W_r + b_ir + h_r @ U_r)
+            cand = phi(x_h @ W_h + b_ih + (r * h_h) @ U_h)
+        h_new = z * h + (1 - z) * cand
+
+        if mask is None:
+            out, h = h_new, h_new
+        else:
+            valid = mask[t].unsqueeze(1)
+            out = torch.where(valid, h_new, torch.zeros_like(h_new) if zero_output_for_mask else prev_out)
+            h = torch.where(valid, h_new, h)
+        prev_out = out
+        outputs.append(out)
+
+    out = torch.stack(outputs) if outputs else x.new_zeros(0, B, H)
+    if not time_major:
+        out = out.transpose(0, 1)
+    return out, h
