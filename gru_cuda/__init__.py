@@ -5,6 +5,9 @@ Importing the package loads the compiled library, which registers the ops
 """
 from gru_cuda._library import _C
 from gru_cuda import activations, functional, ops, reference  # noqa: F401  (ops registers autograd)
+from gru_cuda import constraints, conversion, initializers, regularizers  # noqa: F401
+from gru_cuda.layers import GRU, RNN, Bidirectional, GRUCell
+from gru_cuda.keras_api import bidirectional, layer_gru, layer_gru_cell, layer_rnn
 
 __version__ = "0.1.0"
 
@@ -14,4 +17,7 @@ def build_info() -> dict:
     return dict(_C.build_info())
 
 
-__all__ = ["activations", "build_info", "functional", "ops", "reference"]
+__all__ = ["activations", "build_info", "functional", "ops", "reference",
+           "GRU", "GRUCell", "RNN", "Bidirectional",
+           "layer_gru", "layer_gru_cell", "layer_rnn", "bidirectional",
+           "constraints", "conversion", "initializers", "regularizers"]

@@ -39,23 +39,27 @@ static constexpr const char* kActivationNames[kNumActivations] = {
     "tanh", "sigmoid", "hard_sigmoid", "relu", "linear", "softsign",
     "elu", "selu", "softplus", "silu", "gelu", "exponential"};
 
-// Scalar math that resolves to the right precision on host and device.
-GRU_HD float m_exp(float x) { return expf(x); }
-GRU_HD double m_exp(double x) { return exp(x); }
-GRU_HD float m_expm1(float x) { return expm1f(x); }
-GRU_HD double m_expm1(double x) { return expm1(x); }
-GRU_HD float m_log1p(float x) { return log1pf(x); }
-GRU_HD double m_log1p(double x) { return log1p(x); }
-GRU_HD float m_tanh(float x) { return tanhf(x); }
-GRU_HD double m_tanh(double x) { return tanh(x); }
-GRU_HD float m_erf(float x) { return erff(x); }
-GRU_HD double m_erf(double x) { return erf(x); }
-GRU_HD float m_abs(float x) { return fabsf(x); }
-GRU_HD double m_abs(double x) { return fabs(x); }
+// Scalar math that resolves to the right precision on host and device. Activations take the
+// math as a policy M, so that a backend can substitute faster forms (the CPU float path uses
+// csrc/cpu/fast_math.h) without touching the formulas below.
+struct PreciseMath {
+  static GRU_HD float exp(float x) { return expf(x); }
+  static GRU_HD double exp(double x) { return ::exp(x); }
+  static GRU_HD float expm1(float x) { return expm1f(x); }
+  static GRU_HD double expm1(double x) { return ::expm1(x); }
+  static GRU_HD float log1p(float x) { return log1pf(x); }
+  static GRU_HD double log1p(double x) { return ::log1p(x); }
+  static GRU_HD float tanh(float x) { return tanhf(x); }
+  static GRU_HD double tanh(double x) { return ::tanh(x); }
+  static GRU_HD float erf(float x) { return erff(x); }
+  static GRU_HD double erf(double x) { return ::erf(x); }
+  static GRU_HD float abs(float x) { return fabsf(x); }
+  static GRU_HD double abs(double x) { return fabs(x); }
+};
 
-template <typename T>
+template <typename M, typename T>
 GRU_HD T m_sigmoid(T x) {
-  return T(1) / (T(1) + m_exp(-x));
+  return T(1) / (T(1) + M::exp(-x));
 }
 
 constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
@@ -64,12 +68,12 @@ constexpr double kInvSqrt2 = 0.70710678118654752440084436210485;
 constexpr double kInvSqrt2Pi = 0.39894228040143267793994605993438;
 
 // f(x) for activation A. Accumulation type T is float or double (half/bf16 compute in float).
-template <int A, typename T>
+template <int A, typename T, typename M = PreciseMath>
 GRU_HD T act_forward(T x) {
   if constexpr (A == kTanh) {
-    return m_tanh(x);
+    return M::tanh(x);
   } else if constexpr (A == kSigmoid) {
-    return m_sigmoid(x);
+    return m_sigmoid<M>(x);
   } else if constexpr (A == kHardSigmoid) {
     T y = x / T(6) + T(0.5);
     return y < T(0) ? T(0) : (y > T(1) ? T(1) : y);
@@ -78,32 +82,32 @@ GRU_HD T act_forward(T x) {
   } else if constexpr (A == kLinear) {
     return x;
   } else if constexpr (A == kSoftsign) {
-    return x / (T(1) + m_abs(x));
+    return x / (T(1) + M::abs(x));
   } else if constexpr (A == kElu) {
-    return x > T(0) ? x : m_expm1(x);
+    return x > T(0) ? x : M::expm1(x);
   } else if constexpr (A == kSelu) {
-    return x > T(0) ? T(kSeluScale) * x : T(kSeluScale * kSeluAlpha) * m_expm1(x);
+    return x > T(0) ? T(kSeluScale) * x : T(kSeluScale * kSeluAlpha) * M::expm1(x);
   } else if constexpr (A == kSoftplus) {
     // log(1 + e^x) without overflow: max(x, 0) + log1p(e^-|x|)
-    return (x > T(0) ? x : T(0)) + m_log1p(m_exp(-m_abs(x)));
+    return (x > T(0) ? x : T(0)) + M::log1p(M::exp(-M::abs(x)));
   } else if constexpr (A == kSilu) {
-    return x * m_sigmoid(x);
+    return x * m_sigmoid<M>(x);
   } else if constexpr (A == kGelu) {
-    return T(0.5) * x * (T(1) + m_erf(x * T(kInvSqrt2)));
+    return T(0.5) * x * (T(1) + M::erf(x * T(kInvSqrt2)));
   } else {
     static_assert(A == kExponential, "unknown activation");
-    return m_exp(x);
+    return M::exp(x);
   }
 }
 
 // df/dx at the pre-activation x.
-template <int A, typename T>
+template <int A, typename T, typename M = PreciseMath>
 GRU_HD T act_backward(T x) {
   if constexpr (A == kTanh) {
-    T t = m_tanh(x);
+    T t = M::tanh(x);
     return T(1) - t * t;
   } else if constexpr (A == kSigmoid) {
-    T s = m_sigmoid(x);
+    T s = m_sigmoid<M>(x);
     return s * (T(1) - s);
   } else if constexpr (A == kHardSigmoid) {
     // torch's hardsigmoid backward: 1/6 strictly inside (-3, 3)
@@ -113,22 +117,22 @@ GRU_HD T act_backward(T x) {
   } else if constexpr (A == kLinear) {
     return T(1);
   } else if constexpr (A == kSoftsign) {
-    T d = T(1) + m_abs(x);
+    T d = T(1) + M::abs(x);
     return T(1) / (d * d);
   } else if constexpr (A == kElu) {
-    return x > T(0) ? T(1) : m_exp(x);
+    return x > T(0) ? T(1) : M::exp(x);
   } else if constexpr (A == kSelu) {
-    return x > T(0) ? T(kSeluScale) : T(kSeluScale * kSeluAlpha) * m_exp(x);
+    return x > T(0) ? T(kSeluScale) : T(kSeluScale * kSeluAlpha) * M::exp(x);
   } else if constexpr (A == kSoftplus) {
-    return m_sigmoid(x);
+    return m_sigmoid<M>(x);
   } else if constexpr (A == kSilu) {
-    T s = m_sigmoid(x);
+    T s = m_sigmoid<M>(x);
     return s * (T(1) + x * (T(1) - s));
   } else if constexpr (A == kGelu) {
-    return T(0.5) * (T(1) + m_erf(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * m_exp(T(-0.5) * x * x);
+    return T(0.5) * (T(1) + M::erf(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * M::exp(T(-0.5) * x * x);
   } else {
     static_assert(A == kExponential, "unknown activation");
-    return m_exp(x);
+    return M::exp(x);
   }
 }
 

@@ -81,11 +81,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
   Tensor states = save_for_backward ? at::empty({T, B, H}, opts) : at::empty({2, B, H}, opts);
   Tensor ws = at::empty({save_for_backward ? T : 1, B, ws_width}, opts);
 
-  OptTensor b_i, b_h;
+  OptTensor b_i;
+  // The recurrent bias (zeros without one) and a row of ones (no recurrent dropout) keep the
+  // pointwise loops free of per-element branches.
+  Tensor b_h = at::zeros({3 * H}, opts);
   if (bias.has_value()) {
     b_i = reset_after ? (*bias)[0] : *bias;
     if (reset_after) b_h = (*bias)[1].contiguous();
   }
+  const Tensor ones = at::ones({B, H}, opts);
   const Tensor gx = input_projection(x, W, b_i, idm, H).view({T, B, 3 * H});
 
   const bool per_gate_rec = rdm.has_value();
@@ -102,7 +106,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
     ForwardStep<T_> p{};
     p.B = B;
     p.H = H;
-    p.bh = b_h.has_value() ? b_h->data_ptr<T_>() : nullptr;
+    p.bh = b_h.data_ptr<T_>();
     p.zero_out = zero_output_for_mask;
     p.ws_width = ws_width;
     p.gh = per_gate_rec ? GateView<T_>{gh.data_ptr<T_>(), H, B * H}
@@ -142,7 +146,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
         });
       } else {
         dispatch_activation(static_cast<int>(recurrent_activation), [&](auto R) {
-          forward_reset_before_gates<T_, decltype(R)::value>(p);
+          forward_reset_before_gates<T_, decltype(R)::value>(p, ones.data_ptr<T_>());
         });
         at::mm_out(ghh, rh, U_h);
         dispatch_pair(activation, recurrent_activation, [&](auto A, auto R) {
@@ -190,6 +194,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
   Tensor dgh = reset_after ? at::empty({T, B, 3 * H}, opts) : Tensor();
   Tensor drh = reset_after ? Tensor() : at::empty({B, H}, opts);
   Tensor tmp = rdm.has_value() ? at::empty({B, H}, opts) : Tensor();
+  const Tensor ones = at::ones({B, H}, opts);
   const Tensor Ut = U.t();
 
   // dh += sum over gates g in [g0, g1) of q_g * (d_g U_g^T), d = (B, 3H) block of this step.
@@ -234,7 +239,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
         });
         at::mm_out(drh, dgx[t].narrow(1, 2 * H, H), Ut.narrow(0, 2 * H, H));
         dispatch_activation(static_cast<int>(recurrent_activation), [&](auto R) {
-          backward_reset_before_gates<T_, decltype(R)::value>(p);
+          backward_reset_before_gates<T_, decltype(R)::value>(p, ones.data_ptr<T_>());
         });
         add_recurrent_grad(dgx[t], 0, 2);
       }

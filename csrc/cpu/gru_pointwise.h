@@ -1,12 +1,15 @@
 // Fused per-step pointwise passes of the CPU GRU (see docs/algorithm.md). Each pass is one loop
-// over batch x units, templated on the activation pair so the inner loop has no branch on it.
+// over batch rows with a branch-free inner loop over units, templated on the activation pair so
+// that the compiler vectorises it.
 #pragma once
 
 #include <ATen/Parallel.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common/activations.h"
+#include "cpu/fast_math.h"
 
 namespace gru_cuda {
 namespace cpu {
@@ -27,7 +30,7 @@ struct ForwardStep {
   const T* gx;        // (B, 3H) input projection of this step's input time, biases b_i included
   GateView<T> gh;     // recurrent products (reset_after: all 3 gates; otherwise z and r)
   const T* ghh;       // reset_after=False, second phase: (B, H) (r * hd_h) U_h; else unused
-  const T* bh;        // (3H) recurrent bias (reset_after only) or nullptr
+  const T* bh;        // (3H) recurrent bias, zeros without one (reset_after only)
   const T* h;         // (B, H) previous state
   const T* q_h;       // (B, H) recurrent dropout mask of the candidate gate, or nullptr
   const bool* valid;  // (B) mask at this input time, or nullptr (all valid)
@@ -40,84 +43,130 @@ struct ForwardStep {
   T* out;             // (B, H)
 };
 
-// Grain of the parallel loops: enough elements per task to amortise the thread hand-off.
-constexpr int64_t kGrain = 4096;
+// float uses the vectorisable exp/tanh; double keeps libm.
+template <typename T>
+using MathFor = std::conditional_t<std::is_same_v<T, float>, FastCpuMath, PreciseMath>;
 
-template <typename T, typename F>
-inline void for_each_unit(int64_t B, int64_t H, F&& f) {
-  at::parallel_for(0, B * H, kGrain, [&](int64_t begin, int64_t end) {
-    int64_t b = begin / H, j = begin % H;
-    for (int64_t i = begin; i < end; ++i) {
-      f(b, j);
-      if (++j == H) { j = 0; ++b; }
-    }
+template <int A, typename T>
+inline T fwd(T x) { return act_forward<A, T, MathFor<T>>(x); }
+template <int A, typename T>
+inline T bwd(T x) { return act_backward<A, T, MathFor<T>>(x); }
+
+// Grain of the parallel loops: enough elements per task to amortise the thread hand-off.
+constexpr int64_t kGrain = 8192;
+
+// f(b) for every batch row, rows split across threads.
+template <typename F>
+inline void for_each_row(int64_t B, int64_t H, F&& f) {
+  const int64_t grain = H > 0 ? (kGrain + H - 1) / H : B;
+  at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) f(b);
   });
 }
 
+// Masked row: the state is carried and the output repeats the previous output (zeros before
+// the first valid step, or always with zero_output_for_mask). Selection, never multiplication,
+// so a NaN elsewhere cannot leak into the row.
 template <typename T>
-inline void finish_unit(const ForwardStep<T>& p, int64_t b, int64_t j, T z, T c) {
-  const int64_t k = b * p.H + j;
-  const T h = p.h[k];
-  const T hn = z * h + (T(1) - z) * c;
-  if (p.valid == nullptr || p.valid[b]) {
-    p.state[k] = hn;
-    p.out[k] = hn;
-  } else {  // masked: carry the state; repeat (or zero) the output. Select, never multiply.
-    p.state[k] = h;
-    p.out[k] = (p.zero_out || p.prev_out == nullptr) ? T(0) : p.prev_out[k];
+inline void carry_masked_row(const ForwardStep<T>& p, int64_t b) {
+  const int64_t o = b * p.H;
+  const bool zero = p.zero_out || p.prev_out == nullptr;
+  for (int64_t j = 0; j < p.H; ++j) {
+    p.state[o + j] = p.h[o + j];
+    p.out[o + j] = zero ? T(0) : p.prev_out[o + j];
   }
 }
 
-// reset_after=True: the whole step in one pass.
+template <typename T>
+inline bool row_valid(const bool* valid, int64_t b) {
+  return valid == nullptr || valid[b];
+}
+
+// reset_after=True: the whole step of one row in one pass.
 template <typename T, int ACT, int RACT>
-void forward_reset_after(const ForwardStep<T>& p) {
-  const int64_t H = p.H;
-  for_each_unit<T>(p.B, H, [&](int64_t b, int64_t j) {
-    const T* gx = p.gx + b * 3 * H;
-    const T bz = p.bh ? p.bh[j] : T(0), br = p.bh ? p.bh[H + j] : T(0),
-            bhh = p.bh ? p.bh[2 * H + j] : T(0);
-    const T a_z = gx[j] + p.gh.at(b, 0, j) + bz;
-    const T a_r = gx[H + j] + p.gh.at(b, 1, j) + br;
-    const T gh_h = p.gh.at(b, 2, j) + bhh;
-    const T z = act_forward<RACT>(a_z), r = act_forward<RACT>(a_r);
+inline void forward_reset_after_row(int64_t H, const T* __restrict__ gx, const T* __restrict__ gz,
+                                    const T* __restrict__ gr, const T* __restrict__ gh,
+                                    const T* __restrict__ bh, const T* __restrict__ h,
+                                    T* __restrict__ ws, T* __restrict__ state, T* __restrict__ out) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T a_z = gx[j] + gz[j] + bh[j];
+    const T a_r = gx[H + j] + gr[j] + bh[H + j];
+    const T gh_h = gh[j] + bh[2 * H + j];
+    const T z = fwd<RACT>(a_z), r = fwd<RACT>(a_r);
     const T a_h = gx[2 * H + j] + r * gh_h;
-    const T c = act_forward<ACT>(a_h);
-    T* ws = p.ws + b * p.ws_width;
+    const T c = fwd<ACT>(a_h);
     ws[j] = a_z;
     ws[H + j] = a_r;
     ws[2 * H + j] = a_h;
     ws[3 * H + j] = gh_h;
-    finish_unit(p, b, j, z, c);
+    const T hn = z * h[j] + (T(1) - z) * c;
+    state[j] = hn;
+    out[j] = hn;
+  }
+}
+
+template <typename T, int ACT, int RACT>
+void forward_reset_after(const ForwardStep<T>& p) {
+  const int64_t H = p.H;
+  for_each_row(p.B, H, [&](int64_t b) {
+    const int64_t o = b * H;
+    forward_reset_after_row<T, ACT, RACT>(H, p.gx + b * 3 * H, &p.gh.at(b, 0, 0), &p.gh.at(b, 1, 0),
+                                          &p.gh.at(b, 2, 0), p.bh, p.h + o, p.ws + b * p.ws_width,
+                                          p.state + o, p.out + o);
+    if (!row_valid<T>(p.valid, b)) carry_masked_row(p, b);
   });
 }
 
 // reset_after=False, phase 1: gates z, r and the reset state r * hd_h for the second GEMM.
 template <typename T, int RACT>
-void forward_reset_before_gates(const ForwardStep<T>& p) {
-  const int64_t H = p.H;
-  for_each_unit<T>(p.B, H, [&](int64_t b, int64_t j) {
-    const T* gx = p.gx + b * 3 * H;
-    const int64_t k = b * H + j;
-    const T a_z = gx[j] + p.gh.at(b, 0, j);
-    const T a_r = gx[H + j] + p.gh.at(b, 1, j);
-    T* ws = p.ws + b * p.ws_width;
+inline void forward_reset_before_gates_row(int64_t H, const T* __restrict__ gx,
+                                           const T* __restrict__ gz, const T* __restrict__ gr,
+                                           const T* __restrict__ h, const T* __restrict__ q_h,
+                                           T* __restrict__ ws, T* __restrict__ rh) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T a_z = gx[j] + gz[j];
+    const T a_r = gx[H + j] + gr[j];
     ws[j] = a_z;
     ws[H + j] = a_r;
-    const T hd_h = p.q_h ? p.h[k] * p.q_h[k] : p.h[k];
-    p.rh[k] = act_forward<RACT>(a_r) * hd_h;
+    rh[j] = fwd<RACT>(a_r) * (h[j] * q_h[j]);
+  }
+}
+
+template <typename T, int RACT>
+void forward_reset_before_gates(const ForwardStep<T>& p, const T* ones) {
+  const int64_t H = p.H;
+  for_each_row(p.B, H, [&](int64_t b) {
+    const int64_t o = b * H;
+    forward_reset_before_gates_row<T, RACT>(H, p.gx + b * 3 * H, &p.gh.at(b, 0, 0),
+                                            &p.gh.at(b, 1, 0), p.h + o, p.q_h ? p.q_h + o : ones,
+                                            p.ws + b * p.ws_width, p.rh + o);
   });
 }
 
 // reset_after=False, phase 2: candidate from (r * hd_h) U_h, then the update.
 template <typename T, int ACT, int RACT>
+inline void forward_reset_before_candidate_row(int64_t H, const T* __restrict__ gx,
+                                               const T* __restrict__ ghh, const T* __restrict__ h,
+                                               T* __restrict__ ws, T* __restrict__ state,
+                                               T* __restrict__ out) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T a_h = gx[2 * H + j] + ghh[j];
+    ws[2 * H + j] = a_h;
+    const T z = fwd<RACT>(ws[j]);
+    const T hn = z * h[j] + (T(1) - z) * fwd<ACT>(a_h);
+    state[j] = hn;
+    out[j] = hn;
+  }
+}
+
+template <typename T, int ACT, int RACT>
 void forward_reset_before_candidate(const ForwardStep<T>& p) {
   const int64_t H = p.H;
-  for_each_unit<T>(p.B, H, [&](int64_t b, int64_t j) {
-    const T* gx = p.gx + b * 3 * H;
-    T* ws = p.ws + b * p.ws_width;
-    const T a_h = gx[2 * H + j] + p.ghh[b * H + j];
-    ws[2 * H + j] = a_h;
-    finish_unit(p, b, j, act_forward<RACT>(ws[j]), act_forward<ACT>(a_h));
+  for_each_row(p.B, H, [&](int64_t b) {
+    const int64_t o = b * H;
+    forward_reset_before_candidate_row<T, ACT, RACT>(H, p.gx + b * 3 * H, p.ghh + o, p.h + o,
+                                                     p.ws + b * p.ws_width, p.state + o, p.out + o);
+    if (!row_valid<T>(p.valid, b)) carry_masked_row(p, b);
   });
 }
 
@@ -138,93 +187,115 @@ struct BackwardStep {
   const T* drh;       // reset_after=False phase 2: (B, H) da_h U_h^T
 };
 
-// Output/mask bookkeeping shared by both conventions; returns dhn (gradient w.r.t. h_new),
-// and leaves in dh the carried part of the gradient w.r.t. state_{s-1}.
+// Masked row: the cell result was discarded, so its gate gradients are zero and the state
+// gradient passes through unchanged; the output gradient flows on to out_{s-1} (unless the
+// masked output was a constant zero).
 template <typename T>
-inline T route_gradient(const BackwardStep<T>& p, int64_t b, int64_t k) {
-  const T g = p.dy[k] + p.dcarry[k];
-  if (p.valid == nullptr || p.valid[b]) {
-    p.dcarry[k] = T(0);
-    const T dhn = p.dh[k] + g;
-    return dhn;
+inline void backward_masked_row(const BackwardStep<T>& p, int64_t b, T* dgh) {
+  const int64_t H = p.H, o = b * H;
+  for (int64_t j = 0; j < H; ++j) {
+    const T g = p.dy[o + j] + p.dcarry[o + j];
+    p.dcarry[o + j] = p.zero_out ? T(0) : g;
   }
-  p.dcarry[k] = p.zero_out ? T(0) : g;  // the masked output repeated out_{s-1}
-  return T(0);                          // dh stays: the state was carried unchanged
+  T* dgx = p.dgx + b * 3 * H;
+  for (int64_t j = 0; j < 3 * H; ++j) dgx[j] = T(0);
+  if (dgh != nullptr)
+    for (int64_t j = 0; j < 3 * H; ++j) dgh[j] = T(0);
 }
 
 template <typename T, int ACT, int RACT>
-void backward_reset_after(const BackwardStep<T>& p) {
-  const int64_t H = p.H;
-  for_each_unit<T>(p.B, H, [&](int64_t b, int64_t j) {
-    const int64_t k = b * H + j;
-    T* dgx = p.dgx + b * 3 * H;
-    T* dgh = p.dgh + b * 3 * H;
-    const bool valid = p.valid == nullptr || p.valid[b];
-    const T dhn = route_gradient(p, b, k);
-    if (!valid) {
-      dgx[j] = dgx[H + j] = dgx[2 * H + j] = T(0);
-      dgh[j] = dgh[H + j] = dgh[2 * H + j] = T(0);
-      return;
-    }
-    const T* ws = p.ws + b * p.ws_width;
+inline void backward_reset_after_row(int64_t H, const T* __restrict__ dy, T* __restrict__ dh,
+                                     T* __restrict__ dcarry, const T* __restrict__ h,
+                                     const T* __restrict__ ws, T* __restrict__ dgx,
+                                     T* __restrict__ dgh) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T dhn = dh[j] + dy[j] + dcarry[j];
+    dcarry[j] = T(0);
     const T a_z = ws[j], a_r = ws[H + j], a_h = ws[2 * H + j], gh_h = ws[3 * H + j];
-    const T z = act_forward<RACT>(a_z), r = act_forward<RACT>(a_r), c = act_forward<ACT>(a_h);
-    const T da_h = dhn * (T(1) - z) * act_backward<ACT>(a_h);
-    const T da_z = dhn * (p.h[k] - c) * act_backward<RACT>(a_z);
-    const T da_r = da_h * gh_h * act_backward<RACT>(a_r);
+    const T z = fwd<RACT>(a_z), r = fwd<RACT>(a_r), c = fwd<ACT>(a_h);
+    const T da_h = dhn * (T(1) - z) * bwd<ACT>(a_h);
+    const T da_z = dhn * (h[j] - c) * bwd<RACT>(a_z);
+    const T da_r = da_h * gh_h * bwd<RACT>(a_r);
     dgx[j] = da_z;
     dgx[H + j] = da_r;
     dgx[2 * H + j] = da_h;
     dgh[j] = da_z;
     dgh[H + j] = da_r;
     dgh[2 * H + j] = da_h * r;
-    p.dh[k] = dhn * z;
+    dh[j] = dhn * z;
+  }
+}
+
+template <typename T, int ACT, int RACT>
+void backward_reset_after(const BackwardStep<T>& p) {
+  const int64_t H = p.H;
+  for_each_row(p.B, H, [&](int64_t b) {
+    const int64_t o = b * H;
+    if (!row_valid<T>(p.valid, b)) return backward_masked_row(p, b, p.dgh + b * 3 * H);
+    backward_reset_after_row<T, ACT, RACT>(H, p.dy + o, p.dh + o, p.dcarry + o, p.h + o,
+                                           p.ws + b * p.ws_width, p.dgx + b * 3 * H,
+                                           p.dgh + b * 3 * H);
   });
 }
 
 // reset_after=False, phase 1: everything that does not need da_h U_h^T.
 template <typename T, int ACT, int RACT>
+inline void backward_reset_before_candidate_row(int64_t H, const T* __restrict__ dy,
+                                                T* __restrict__ dh, T* __restrict__ dcarry,
+                                                const T* __restrict__ h, const T* __restrict__ ws,
+                                                T* __restrict__ dgx) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T dhn = dh[j] + dy[j] + dcarry[j];
+    dcarry[j] = T(0);
+    const T a_z = ws[j], a_h = ws[2 * H + j];
+    const T z = fwd<RACT>(a_z), c = fwd<ACT>(a_h);
+    dgx[2 * H + j] = dhn * (T(1) - z) * bwd<ACT>(a_h);
+    dgx[j] = dhn * (h[j] - c) * bwd<RACT>(a_z);
+    dh[j] = dhn * z;
+  }
+}
+
+template <typename T, int ACT, int RACT>
 void backward_reset_before_candidate(const BackwardStep<T>& p) {
   const int64_t H = p.H;
-  for_each_unit<T>(p.B, H, [&](int64_t b, int64_t j) {
-    const int64_t k = b * H + j;
-    T* dgx = p.dgx + b * 3 * H;
-    const bool valid = p.valid == nullptr || p.valid[b];
-    const T dhn = route_gradient(p, b, k);
-    if (!valid) {
-      dgx[j] = dgx[H + j] = dgx[2 * H + j] = T(0);
-      return;
-    }
-    const T* ws = p.ws + b * p.ws_width;
-    const T a_z = ws[j], a_h = ws[2 * H + j];
-    const T z = act_forward<RACT>(a_z), c = act_forward<ACT>(a_h);
-    dgx[2 * H + j] = dhn * (T(1) - z) * act_backward<ACT>(a_h);
-    dgx[j] = dhn * (p.h[k] - c) * act_backward<RACT>(a_z);
-    p.dh[k] = dhn * z;
+  for_each_row(p.B, H, [&](int64_t b) {
+    const int64_t o = b * H;
+    if (!row_valid<T>(p.valid, b)) return backward_masked_row<T>(p, b, nullptr);
+    backward_reset_before_candidate_row<T, ACT, RACT>(H, p.dy + o, p.dh + o, p.dcarry + o, p.h + o,
+                                                      p.ws + b * p.ws_width, p.dgx + b * 3 * H);
   });
 }
 
 // reset_after=False, phase 2: the reset gate, from drh = da_h U_h^T.
 template <typename T, int RACT>
-void backward_reset_before_gates(const BackwardStep<T>& p) {
-  const int64_t H = p.H;
-  for_each_unit<T>(p.B, H, [&](int64_t b, int64_t j) {
-    if (p.valid != nullptr && !p.valid[b]) return;  // dgx row already zero, dh already carried
-    const int64_t k = b * H + j;
-    const T* ws = p.ws + b * p.ws_width;
+inline void backward_reset_before_gates_row(int64_t H, const T* __restrict__ drh,
+                                            const T* __restrict__ h, const T* __restrict__ q,
+                                            const T* __restrict__ ws, T* __restrict__ dgx_r,
+                                            T* __restrict__ dh) {
+  for (int64_t j = 0; j < H; ++j) {
     const T a_r = ws[H + j];
-    const T q = p.q_h ? p.q_h[k] : T(1);
-    const T drh = p.drh[k];
-    p.dgx[b * 3 * H + H + j] = drh * p.h[k] * q * act_backward<RACT>(a_r);
-    p.dh[k] += q * drh * act_forward<RACT>(a_r);
+    dgx_r[j] = drh[j] * h[j] * q[j] * bwd<RACT>(a_r);
+    dh[j] += q[j] * drh[j] * fwd<RACT>(a_r);
+  }
+}
+
+template <typename T, int RACT>
+void backward_reset_before_gates(const BackwardStep<T>& p, const T* ones) {
+  const int64_t H = p.H;
+  for_each_row(p.B, H, [&](int64_t b) {
+    if (!row_valid<T>(p.valid, b)) return;  // dgx row already zero, dh already carried
+    const int64_t o = b * H;
+    backward_reset_before_gates_row<T, RACT>(H, p.drh + o, p.h + o, p.q_h ? p.q_h + o : ones,
+                                             p.ws + b * p.ws_width, p.dgx + b * 3 * H + H, p.dh + o);
   });
 }
 
 // reset_after=False, for dU_h after the loop: out = r * hd_h over all steps (r from the workspace).
 template <typename T, int RACT>
 void reset_state_all(int64_t rows, int64_t H, const T* ws, int64_t ws_width, const T* hd_h, T* out) {
-  for_each_unit<T>(rows, H, [&](int64_t b, int64_t j) {
-    out[b * H + j] = act_forward<RACT>(ws[b * ws_width + H + j]) * hd_h[b * H + j];
+  for_each_row(rows, H, [&](int64_t b) {
+    for (int64_t j = 0; j < H; ++j)
+      out[b * H + j] = fwd<RACT>(ws[b * ws_width + H + j]) * hd_h[b * H + j];
   });
 }
 
