@@ -93,4 +93,6 @@ def check_gru_args(x, kernel, recurrent_kernel, bias, initial_state, *, reset_af
     for name, flag in (("reset_after", reset_after), ("time_major", time_major)):
         if not isinstance(flag, bool):
             raise TypeError(f"gru: {name} must be a bool, got {type(flag).__name__}")
-    return GruSizes(int(T), int(B), int(F), int(H))
+    # No int(): under torch.export / torch.compile with dynamic shapes these are SymInts, and
+    # int() would specialize them to the example sizes.
+    return GruSizes(T, B, F, H)

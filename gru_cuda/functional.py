@@ -1,6 +1,8 @@
 """The functional GRU: one call runs a whole sequence on the fused kernels."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from gru_cuda import activations, ops, reference
@@ -13,6 +15,14 @@ def _autocast_dtype(device_type: str):
     if device_type in ("cuda", "cpu") and torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
     return None
+
+
+def _autocast_cast(t, dtype):
+    # As native autocast does: only floating tensors other than float64 are cast.
+    if (isinstance(t, torch.Tensor) and t.is_floating_point()
+            and t.dtype not in (dtype, torch.float64)):
+        return t.to(dtype)
+    return t
 
 
 def gru(x, kernel, recurrent_kernel, bias=None, initial_state=None, *, reset_after=True,
@@ -65,6 +75,16 @@ def gru(x, kernel, recurrent_kernel, bias=None, initial_state=None, *, reset_aft
         `(outputs, final_state)`: outputs `(batch, timesteps, units)` (time-major when
         `time_major`), final_state `(batch, units)`: the state after the last unmasked step.
     """
+    # Autocast: the op runs in the autocast dtype (accumulating in float32); the casts happen
+    # before the checks so that a low-precision x meets float32 parameters, and are
+    # differentiable, so float32 parameters receive float32 gradients.
+    cast = _autocast_dtype(x.device.type) if isinstance(x, torch.Tensor) else None
+    if cast is not None:
+        (x, kernel, recurrent_kernel, bias, initial_state, input_dropout_mask,
+         recurrent_dropout_mask) = (
+            _autocast_cast(t, cast)
+            for t in (x, kernel, recurrent_kernel, bias, initial_state, input_dropout_mask,
+                      recurrent_dropout_mask))
     T, B, F, H = check_gru_args(
         x, kernel, recurrent_kernel, bias, initial_state, reset_after=reset_after,
         time_major=time_major, mask=mask, input_dropout_mask=input_dropout_mask,
@@ -79,13 +99,6 @@ def gru(x, kernel, recurrent_kernel, bias=None, initial_state=None, *, reset_aft
             zero_output_for_mask=zero_output_for_mask, input_dropout_mask=input_dropout_mask,
             recurrent_dropout_mask=recurrent_dropout_mask)
 
-    cast = _autocast_dtype(x.device.type)
-    if cast is not None and cast != x.dtype:
-        x, kernel, recurrent_kernel, bias, initial_state, input_dropout_mask, recurrent_dropout_mask = (
-            None if t is None else t.to(cast)
-            for t in (x, kernel, recurrent_kernel, bias, initial_state, input_dropout_mask,
-                      recurrent_dropout_mask))
-
     if initial_state is None:
         initial_state = x.new_zeros(B, H)
     if not time_major:
@@ -97,10 +110,15 @@ def gru(x, kernel, recurrent_kernel, bias=None, initial_state=None, *, reset_aft
 
     need_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, kernel, recurrent_kernel, bias, initial_state))
-    outputs, final_state, _, _ = ops.gru_forward(
-        x, kernel, recurrent_kernel, bias, initial_state, mask, input_dropout_mask,
-        recurrent_dropout_mask, bool(reset_after), act_id, rec_id, bool(go_backwards),
-        bool(zero_output_for_mask), need_grad)
+    # The inputs already have their final dtype; autocast must not reach the GEMMs inside the
+    # op (they write into buffers of the compute dtype), so it is off for the call.
+    no_autocast = (torch.autocast(x.device.type, enabled=False) if cast is not None
+                   else contextlib.nullcontext())
+    with no_autocast:
+        outputs, final_state, _, _ = ops.gru_forward(
+            x, kernel, recurrent_kernel, bias, initial_state, mask, input_dropout_mask,
+            recurrent_dropout_mask, bool(reset_after), act_id, rec_id, bool(go_backwards),
+            bool(zero_output_for_mask), need_grad)
     if not time_major:
         outputs = outputs.transpose(0, 1).contiguous()
     return outputs, final_state

@@ -749,7 +749,7 @@ class _RecurrentMixin(_KerasLayerMixin):
             raise ValueError(f"{type(self).__name__} expects 3-D inputs {self._layout()}, got "
                              f"{x.dim()}-D shape {tuple(x.shape)}")
         T, B = (x.shape[0], x.shape[1]) if self.time_major else (x.shape[1], x.shape[0])
-        T, B = int(T), int(B)
+        # No int(): under torch.export with dynamic shapes these stay symbolic.
         dtype = self._prepare(x)
         if dtype is not None and x.dtype != dtype:
             x = x.to(dtype)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from gru_cuda import _library  # noqa: F401  (registers torch.ops.gru_cuda)
+from gru_cuda._library import _C
+
+_ACTIVATION_NAMES = tuple(_C.activation_names())
 
 gru_forward = torch.ops.gru_cuda.gru_forward.default
 gru_backward = torch.ops.gru_cuda.gru_backward.default
@@ -17,10 +19,49 @@ def _workspace_width(reset_after: bool, H: int) -> int:
     return (4 if reset_after else 3) * H
 
 
+def _check_like_x(x, named):
+    """The fake kernels' version of csrc/gru_checks.cpp's device/dtype/shape checks, so that a
+    raw op call that lands on a fake kernel (e.g. one argument on the meta device) fails just
+    like the real kernel would. Shapes go through torch._check, which is SymInt-friendly."""
+    for name, t, shape, same_dtype in named:
+        if t is None:
+            continue
+        if t.device != x.device:
+            raise ValueError(f"gru: {name} is on device {t.device} but x is on device {x.device}; "
+                             "all tensors must be on one device")
+        if same_dtype and t.dtype != x.dtype:
+            raise TypeError(f"gru: {name} must have dtype {x.dtype} (the dtype of x), got {t.dtype}")
+        if shape is not None:
+            torch._check(t.dim() == len(shape) and all(a == b for a, b in zip(t.shape, shape)),
+                         lambda: f"gru: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+
+
+def _check_forward_fake(x, kernel, recurrent_kernel, bias, h0, mask, idm, rdm, reset_after,
+                        activation, recurrent_activation):
+    if x.dim() != 3:
+        raise ValueError(f"gru: x must be 3-D (T, B, F) time-major, got shape {tuple(x.shape)}")
+    T, B, F = x.shape
+    H = recurrent_kernel.shape[0]
+    for name, a in (("activation", activation), ("recurrent_activation", recurrent_activation)):
+        if not 0 <= a < len(_ACTIVATION_NAMES):
+            raise ValueError(f"gru: {name} id must be in [0, {len(_ACTIVATION_NAMES)}), got {a}")
+    _check_like_x(x, [
+        ("kernel", kernel, (F, 3 * H), True),
+        ("recurrent_kernel", recurrent_kernel, (H, 3 * H), True),
+        ("bias", bias, (2, 3 * H) if reset_after else (3 * H,), True),
+        ("initial_state", h0, (B, H), True),
+        ("mask", mask, (T, B), False),
+        ("input_dropout_mask", idm, None, True),
+        ("recurrent_dropout_mask", rdm, (3, B, H), True),
+    ])
+
+
 @torch.library.register_fake("gru_cuda::gru_forward")
 def _gru_forward_fake(x, kernel, recurrent_kernel, bias, h0, mask, input_dropout_mask,
                       recurrent_dropout_mask, reset_after, activation, recurrent_activation,
                       go_backwards, zero_output_for_mask, save_for_backward):
+    _check_forward_fake(x, kernel, recurrent_kernel, bias, h0, mask, input_dropout_mask,
+                        recurrent_dropout_mask, reset_after, activation, recurrent_activation)
     T, B, _ = x.shape
     H = recurrent_kernel.shape[0]
     outputs = x.new_empty((T, B, H))
@@ -39,7 +80,16 @@ def _gru_backward_fake(grad_outputs, grad_final_state, x, kernel, recurrent_kern
                        workspace, mask, input_dropout_mask, recurrent_dropout_mask, has_bias,
                        reset_after, activation, recurrent_activation, go_backwards,
                        zero_output_for_mask):
+    _check_forward_fake(x, kernel, recurrent_kernel, None, h0, mask, input_dropout_mask,
+                        recurrent_dropout_mask, reset_after, activation, recurrent_activation)
+    T, B, _ = x.shape
     H = recurrent_kernel.shape[0]
+    _check_like_x(x, [
+        ("grad_outputs", grad_outputs, (T, B, H), True),
+        ("grad_final_state", grad_final_state, (B, H), True),
+        ("states", states, (T, B, H), True),
+        ("workspace", workspace, (T, B, _workspace_width(reset_after, H)), True),
+    ])
     if has_bias:
         grad_bias = x.new_empty((2, 3 * H) if reset_after else (3 * H,))
     else:

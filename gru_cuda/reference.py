@@ -32,16 +32,19 @@ def gru(x, kernel, recurrent_kernel, bias=None, initial_state=None, *, reset_aft
         mask = mask.to(torch.bool)
     h = x.new_zeros(B, H) if initial_state is None else initial_state
 
-    W_z, W_r, W_h = kernel.split(H, dim=1)
-    U_z, U_r, U_h = recurrent_kernel.split(H, dim=1)
+    def gates(t):  # the [z | r | h] column blocks (slicing, not split: units may be 0)
+        return t[..., :H], t[..., H:2 * H], t[..., 2 * H:]
+
+    W_z, W_r, W_h = gates(kernel)
+    U_z, U_r, U_h = gates(recurrent_kernel)
     if bias is None:
         zero = x.new_zeros(H)
         b_iz = b_ir = b_ih = b_hz = b_hr = b_hh = zero
     elif reset_after:
-        b_iz, b_ir, b_ih = bias[0].split(H)
-        b_hz, b_hr, b_hh = bias[1].split(H)
+        b_iz, b_ir, b_ih = gates(bias[0])
+        b_hz, b_hr, b_hh = gates(bias[1])
     else:
-        b_iz, b_ir, b_ih = bias.split(H)
+        b_iz, b_ir, b_ih = gates(bias)
 
     prev_out = x.new_zeros(B, H)
     outputs = []

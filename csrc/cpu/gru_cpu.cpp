@@ -6,6 +6,7 @@
 // gradients as single GEMMs over all T*B rows. bfloat16/float16 compute in float32.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include <optional>
@@ -63,6 +64,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
     const Tensor& h0_in, const OptTensor& mask_in, const OptTensor& idm_in,
     const OptTensor& rdm_in, bool reset_after, int64_t activation, int64_t recurrent_activation,
     bool go_backwards, bool zero_output_for_mask, bool save_for_backward) {
+  // The GEMMs inside write into buffers of the compute dtype: autocast must not retype them.
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const GruSizes s = check_forward_args(x_in, kernel_in, rk_in, bias_in, h0_in, mask_in, idm_in,
                                         rdm_in, reset_after, activation, recurrent_activation);
   const int64_t T = s.T, B = s.B, H = s.H;
@@ -172,6 +175,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
     const Tensor& ws_in, const OptTensor& mask_in, const OptTensor& idm_in,
     const OptTensor& rdm_in, bool has_bias, bool reset_after, int64_t activation,
     int64_t recurrent_activation, bool go_backwards, bool zero_output_for_mask) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const GruSizes s = check_forward_args(x_in, kernel_in, rk_in, std::nullopt, h0_in, mask_in,
                                         idm_in, rdm_in, reset_after, activation,
                                         recurrent_activation);
