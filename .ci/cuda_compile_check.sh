@@ -115,7 +115,7 @@ if spills:
 print("   no kernel spills" if not allowed else "   no other kernel spills")
 EOF
 
-# ---- 3. binding sources -----------------------------------------------------------------------
+# ---- 3. binding sources (and csrc/*.cpp, compiled with GRU_CUDA_WITH_CUDA as in a CUDA build) ----
 if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
   echo "skipping the binding compile check: torch is not importable by $PYTHON"
   exit 0
@@ -131,7 +131,7 @@ EOF
 SYSTEM_INCLUDES=()
 for dir in "${INCLUDES[@]}"; do SYSTEM_INCLUDES+=(-isystem "$dir"); done
 start=$(date +%s)
-for src in csrc/cuda/*.cpp; do
+for src in csrc/*.cpp csrc/cuda/*.cpp; do  # csrc/*.cpp: their GRU_CUDA_WITH_CUDA branches
   [ -e "$src" ] || continue
   # CPU torch ships c10/cuda headers but not the generated cuda_cmake_macros.h.
   if ! nvcc -c -std=c++20 -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE -DGRU_CUDA_WITH_CUDA -Icsrc \

@@ -21,6 +21,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -473,6 +474,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cuda(
                                          activation, recurrent_activation);
   check_cuda_input(x);
   const c10::cuda::CUDAGuard guard(x.device());
+  // The GEMMs write into buffers of the compute dtype: autocast must not retype them.
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   std::tuple<Tensor, Tensor, Tensor, Tensor> result;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "gru_forward_cuda",
                                   [&] {
@@ -501,6 +504,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cuda(
   check_backward_args(sz, grad_outputs, grad_final_state, states, workspace, reset_after, x);
   check_cuda_input(x);
   const c10::cuda::CUDAGuard guard(x.device());
+  // The GEMMs write into buffers of the compute dtype: autocast must not retype them.
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> result;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "gru_backward_cuda", [&] {
