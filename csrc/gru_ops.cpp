@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "common/activations.h"
+#include "cuda/gru_persistent_pybind.h"
 
 #ifdef GRU_CUDA_WITH_CUDA
 namespace gru_cuda {
@@ -98,6 +99,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("activation_names", &activation_names,
         "Names of the fused activations, in the order of their integer ids.");
   m.def("build_info", &build_info, "How this library was built (CUDA or CPU only, torch version).");
+  gru_cuda::persistent::register_pybind(m);  // kernel paths, forced path, capacity model
 #ifdef GRU_CUDA_WITH_CUDA
   m.def("cuda_device_capacity", &gru_cuda::cuda_device_capacity, pybind11::arg("device"),
         "On-chip capacity of a CUDA device (SMs, shared memory, registers, cooperative launch).");

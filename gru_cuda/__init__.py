@@ -8,6 +8,8 @@ from gru_cuda import activations, functional, ops, reference  # noqa: F401  (ops
 from gru_cuda import constraints, conversion, initializers, regularizers  # noqa: F401
 from gru_cuda.layers import GRU, RNN, Bidirectional, GRUCell
 from gru_cuda.keras_api import bidirectional, layer_gru, layer_gru_cell, layer_rnn
+from gru_cuda import dispatch  # noqa: F401
+from gru_cuda.dispatch import explain, force_path, kernel_paths, last_path, set_path
 
 __version__ = "0.1.0"
 
@@ -20,4 +22,5 @@ def build_info() -> dict:
 __all__ = ["activations", "build_info", "functional", "ops", "reference",
            "GRU", "GRUCell", "RNN", "Bidirectional",
            "layer_gru", "layer_gru_cell", "layer_rnn", "bidirectional",
-           "constraints", "conversion", "initializers", "regularizers"]
+           "constraints", "conversion", "initializers", "regularizers",
+           "dispatch", "explain", "force_path", "kernel_paths", "last_path", "set_path"]

@@ -236,6 +236,12 @@ def emu():
     binding = binding.replace("x.is_cuda()", "x.is_cpu()")
     binding = binding.replace("TORCH_LIBRARY_IMPL(gru_cuda, CUDA, m)", "TORCH_LIBRARY_IMPL(gru_emu, CPU, m)")
     binding = binding.replace("at::empty(", "emu::empty(").replace("at::empty_like(", "emu::empty_like(")
+    # The persistent path has its own emulation (test_persistent_host_emulation.py): stepwise only here.
+    binding = binding.replace('#include "cuda/gru_persistent_dispatch.h"',
+                              "namespace gru_cuda::persistent {\n"
+                              "template <typename... A> bool try_forward(A&&...) { return false; }\n"
+                              "template <typename... A> bool try_backward(A&&...) { return false; }\n"
+                              "}  // namespace gru_cuda::persistent")
     schemas = re.search(r"TORCH_LIBRARY\(gru_cuda, m\) \{(.*?)\n\}", (CSRC / "gru_ops.cpp").read_text(), re.S)
     binding = POISON + binding + "\nTORCH_LIBRARY(gru_emu, m) {" + schemas.group(1) + "\n}\n"
     write(src / "cuda/emu_impl.cpp", binding)

@@ -30,6 +30,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "cuda/gru_persistent_dispatch.h"
 #include "gru_checks.h"
 #include "kernels/gru_kernels.h"
 
@@ -158,6 +159,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_impl(
   const T* b_h = bc.defined() && reset_after ? ptr<T>(bc) + 3 * H : nullptr;
   Tensor gx = at::empty({T_, B, 3 * H}, opts);
   input_projection<T>(gx, xc, Wc, b_i, idm, stream);
+  // The persistent kernel runs the whole recurrence in one launch when it fits (and is allowed).
+  if (persistent::try_forward(gx, U, bc, h0c, mc, rdm, reset_after, activation,
+                              recurrent_activation, go_backwards, zero_output_for_mask, outputs,
+                              final_state, states, workspace)) {
+    return {outputs, final_state, states, workspace};
+  }
 
   // 2. Buffers and views of the loop, all made before it.
   const int dropped_gates = reset_after ? 3 : 2;  // gates whose GEMM reads the dropped state
@@ -322,7 +329,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_impl(
   T* const aux_p = ptr<T>(aux);
   const bool* const mask_p = mask_ptr(mc);
 
-  for (int64_t step = T_ - 1; step >= 0; --step) {
+  const bool persistent_done = persistent::try_backward(
+      dY, dS, U, h0c, st, ws, mc, rdm, reset_after, activation, recurrent_activation,
+      go_backwards, zero_output_for_mask, dG, aux, grad_h0);
+  for (int64_t step = T_ - 1; step >= 0 && !persistent_done; --step) {
     const int64_t tau = go_backwards ? T_ - 1 - step : step;
     const bool first = step == T_ - 1;
     kn::BackwardStepArgs<T> a;
@@ -378,9 +388,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_impl(
       mm_into(dhg_rows, dG_row.narrow(1, 0, 2 * H), U_zr_t);
     }
   }
-  kn::gru_finish_grad_h0<T>(ptr<T>(grad_h0), ptr<Acc>(dh_part), ptr<T>(dhg), BH, gates,
-                            ptr<T>(rdm), B, H, stream);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (!persistent_done) {
+    kn::gru_finish_grad_h0<T>(ptr<T>(grad_h0), ptr<Acc>(dh_part), ptr<T>(dhg), BH, gates,
+                              ptr<T>(rdm), B, H, stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
 
   const Tensor dG2 = dG.view({TB, 3 * H});
   const Tensor aux2 = aux.view({TB, H});

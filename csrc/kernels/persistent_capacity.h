@@ -1,0 +1,382 @@
+// Capacity model of the persistent GRU kernels: which path runs for given shapes on a given
+// device, the launch geometry, and a human-readable reason. Host-only and torch-free, so that
+// the glue (csrc/cuda/gru_persistent_dispatch.cpp), the Python helpers and a what-if query on a
+// machine without a GPU all use the same numbers. docs/persistent.md explains the model.
+//
+// Paths:
+//   stepwise            per-step GEMM (cuBLAS) + fused pointwise kernels (csrc/cuda/gru_cuda_impl.cpp)
+//   persistent          one cooperative launch, <= 1 CTA per SM, each CTA keeps the columns of U
+//                       (forward) or rows of U (backward) of its unit slice in shared memory for
+//                       the whole sequence; the state crosses CTAs through L2 with a grid-wide
+//                       counter barrier (1 barrier per step for reset_after, 2 otherwise)
+//   persistent_cluster  sm_90: independent thread-block clusters, one per batch tile; the CTAs
+//                       of a cluster split the units, push the state into each other's shared
+//                       memory (DSMEM) and meet at cluster.sync(); no grid-wide barrier
+//
+// Geometry (both persistent paths): a CTA of kThreads threads owns J units (a multiple of kRC)
+// and all three gate blocks of them; the reduction length H is padded to kp (a multiple of
+// kKAlign) with zeros; batch rows are staged in tiles of bt rows (a multiple of 8, or of 2 below
+// 8) as fp32 operands. Shared memory per CTA:
+//   weights   3·J·kp·sizeof(T)                 (U in the storage dtype)
+//   operands  nbuf·ng·bt·kp·4                 (fp32; nbuf = 2 in the cluster path: double buffer)
+//   side      bt·kp·4                          (cluster path, reset_after=False only)
+//   results   bt·3J·4
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+namespace gru_cuda {
+namespace persistent {
+
+constexpr int kThreads = 256;  // 8 warps per CTA
+constexpr int kRC = 4;         // columns (units of one gate) per register tile
+constexpr int kKAlign = 64;    // a warp covers 64 k per iteration (2 per lane)
+
+enum class Path : int { kAuto = -1, kStepwise = 0, kGrid = 1, kCluster = 2 };
+
+inline const char* path_name(Path p) {
+  switch (p) {
+    case Path::kAuto: return "auto";
+    case Path::kStepwise: return "stepwise";
+    case Path::kGrid: return "persistent";
+    case Path::kCluster: return "persistent_cluster";
+  }
+  return "?";
+}
+
+// Returns false for an unknown name.
+inline bool path_from_name(const std::string& name, Path& out) {
+  for (Path p : {Path::kAuto, Path::kStepwise, Path::kGrid, Path::kCluster}) {
+    if (name == path_name(p)) {
+      out = p;
+      return true;
+    }
+  }
+  return false;
+}
+
+enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
+
+inline int dtype_bytes(DType d) { return d == DType::kFloat64 ? 8 : d == DType::kFloat32 ? 4 : 2; }
+inline const char* dtype_name(DType d) {
+  switch (d) {
+    case DType::kFloat32: return "float32";
+    case DType::kFloat16: return "float16";
+    case DType::kBFloat16: return "bfloat16";
+    case DType::kFloat64: return "float64";
+  }
+  return "?";
+}
+inline bool dtype_from_name(const std::string& name, DType& out) {
+  for (DType d : {DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kFloat64}) {
+    if (name == dtype_name(d)) {
+      out = d;
+      return true;
+    }
+  }
+  return false;
+}
+
+// What the device offers (cudaDeviceGetAttribute names in brackets).
+struct DeviceCaps {
+  int sm_count = 0;              // [MultiProcessorCount]
+  int cc_major = 0, cc_minor = 0;
+  int smem_per_block_optin = 0;  // bytes [MaxSharedMemoryPerBlockOptin]
+  int smem_per_sm = 0;           // bytes [MaxSharedMemoryPerMultiprocessor]
+  int regs_per_sm = 0;           // 32-bit registers [MaxRegistersPerMultiprocessor]
+  bool cooperative_launch = false;
+  bool cluster_launch = false;   // [ClusterLaunch], sm_90+
+  int max_cluster_size = 0;      // 0: 16 on sm_90 (non-portable size), else 8
+};
+
+struct Problem {
+  int64_t B = 0, T = 0, H = 0;
+  DType dtype = DType::kFloat32;
+  bool reset_after = true;
+  bool recurrent_dropout = false;
+  bool backward = false;  // the backward recurrence (else the forward)
+};
+
+struct Plan {
+  Path path = Path::kStepwise;
+  std::string reason;
+  // Geometry of the chosen persistent path (zeros for stepwise).
+  int units_per_cta = 0;  // J
+  int ctas = 0;           // grid path: CTAs in the grid; cluster path: CTAs per cluster
+  int clusters = 0;       // cluster path: clusters, one per batch tile
+  int batch_tile = 0;     // bt
+  int k_pad = 0;          // kp
+  int operands = 0;       // ng
+  int buffers = 0;        // nbuf
+  bool side_buffer = false;
+  int64_t smem_bytes = 0;
+  int64_t weight_bytes = 0;
+  int barriers_per_step = 0;
+  // Estimated time per step in microseconds (provisional constants, see below).
+  double est_step_us = 0.0;
+  double est_stepwise_step_us = 0.0;
+};
+
+// ---- provisional cost constants --------------------------------------------------------------
+// Not measured yet (written without a GPU): calibrate them with benchmarks/bench_persistent.py.
+// They only steer the automatic choice between paths that both fit; a forced path ignores them.
+constexpr double kClockGHz = 1.5;
+constexpr double kSimtEfficiency = 0.5;      // fraction of the SM's fp32 FMA peak reached
+constexpr double kGridBarrierUs = 1.5;       // grid-wide counter barrier, 100+ CTAs
+constexpr double kClusterBarrierUs = 0.3;    // cluster.sync() incl. DSMEM pushes' latency
+constexpr double kL2BytesPerUsPerSm = 40e3;  // ~5.5 TB/s of L2 shared by 132 SMs
+constexpr double kDsmemBytesPerUsPerSm = 100e3;
+constexpr double kStepwiseLaunchUs = 2.5;    // per kernel of the stepwise loop (GEMM or pointwise)
+constexpr double kStepwiseGemmTflopsF32 = 20.0;   // thin per-step GEMM, exact fp32 (no TF32)
+constexpr double kStepwiseGemmTflopsHalf = 150.0;  // thin per-step GEMM on tensor cores
+
+constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+constexpr int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+constexpr int64_t align16(int64_t a) { return round_up(a, 16); }
+
+// Staged fp32 operands per batch row: the widest phase of the recurrence.
+inline int operand_count(const Problem& p) {
+  if (p.backward) return p.reset_after ? 3 : 2;        // dgh per gate / [da_z, da_r]
+  if (p.reset_after) return p.recurrent_dropout ? 3 : 1;  // h ⊙ q_g per gate, or h
+  return p.recurrent_dropout ? 2 : 1;                     // [h ⊙ q_z, h ⊙ q_r], or h
+}
+
+inline int64_t smem_for(int64_t J, int64_t kp, int64_t bt, int ng, int nbuf, bool side,
+                        int elem) {
+  return align16(3 * J * kp * elem) + nbuf * ng * bt * kp * 4 + (side ? bt * kp * 4 : 0) +
+         bt * 3 * J * 4;
+}
+
+// Batch rows per tile: the most that fit next to the weights (<= the rows needed), a multiple
+// of 8 (register tiles of 8 rows), or of 2 below 8. 0 when not even 2 rows fit.
+inline int64_t batch_tile_for(int64_t rows_wanted, int64_t J, int64_t kp, int ng, int nbuf,
+                              bool side, int elem, int64_t smem_limit) {
+  const int64_t fixed = smem_for(J, kp, 0, ng, nbuf, side, elem);
+  const int64_t per_row = smem_for(J, kp, 1, ng, nbuf, side, elem) - fixed;
+  if (fixed >= smem_limit) return 0;
+  int64_t bt = std::min((smem_limit - fixed) / per_row, round_up(std::max<int64_t>(rows_wanted, 1), 2));
+  bt = bt >= 8 ? bt / 8 * 8 : bt / 2 * 2;
+  return bt >= 2 ? bt : 0;
+}
+
+inline int max_cluster_size(const DeviceCaps& d) {
+  if (d.max_cluster_size > 0) return d.max_cluster_size;
+  return d.cc_major == 9 ? 16 : 8;
+}
+
+inline double fma_per_clk_per_sm(const DeviceCaps& d) {
+  return (d.cc_major == 8 && d.cc_minor == 0) ? 64.0 : 128.0;  // A100: 64 fp32 lanes per SM
+}
+
+// Rows the register tiles compute for `rows` real rows in tiles of bt: 8-row tiles while 8 or
+// more rows are left in a pass, 2-row tiles below.
+inline int64_t padded_rows(int64_t rows, int64_t bt) {
+  int64_t total = 0;
+  for (int64_t b0 = 0; b0 < rows; b0 += bt) {
+    const int64_t r = std::min(bt, rows - b0);
+    total += r >= 8 ? round_up(r, 8) : round_up(r, 2);
+  }
+  return total;
+}
+
+inline double stepwise_step_us(const Problem& p) {
+  const double flops = 6.0 * double(p.B) * double(p.H) * double(p.H);
+  const double tflops =
+      p.dtype == DType::kFloat32 ? kStepwiseGemmTflopsF32 : kStepwiseGemmTflopsHalf;
+  const int launches = p.reset_after ? 2 : 4;
+  return launches * kStepwiseLaunchUs + flops / (tflops * 1e6);
+}
+
+inline void fail(Plan& plan, Path path, const std::string& why) {
+  plan = Plan{};
+  plan.path = Path::kStepwise;
+  plan.reason = std::string(path_name(path)) + " does not fit: " + why;
+}
+
+// The grid-barrier path. plan.path is kGrid when it fits, else kStepwise with the reason.
+inline Plan plan_grid(const DeviceCaps& d, const Problem& p) {
+  Plan plan;
+  if (!d.cooperative_launch) {
+    fail(plan, Path::kGrid, "the device has no cooperative launch");
+    return plan;
+  }
+  if (d.sm_count <= 0) {
+    fail(plan, Path::kGrid, "unknown SM count");
+    return plan;
+  }
+  const int elem = dtype_bytes(p.dtype);
+  const int64_t J = round_up(ceil_div(p.H, d.sm_count), kRC);
+  const int64_t ctas = ceil_div(p.H, J);
+  const int64_t kp = round_up(p.H, kKAlign);
+  const int ng = operand_count(p);
+  const int64_t bt = batch_tile_for(p.B, J, kp, ng, 1, false, elem, d.smem_per_block_optin);
+  if (bt == 0) {
+    fail(plan, Path::kGrid,
+         "U slice of " + std::to_string(J) + " units x 3 gates x " + std::to_string(kp) +
+             " = " + std::to_string(3 * J * kp * elem) + " bytes plus 2 staged rows exceeds " +
+             std::to_string(d.smem_per_block_optin) + " bytes of shared memory per block");
+    return plan;
+  }
+  plan.path = Path::kGrid;
+  plan.units_per_cta = int(J);
+  plan.ctas = int(ctas);
+  plan.batch_tile = int(bt);
+  plan.k_pad = int(kp);
+  plan.operands = ng;
+  plan.buffers = 1;
+  plan.weight_bytes = 3 * J * kp * elem;
+  plan.smem_bytes = smem_for(J, kp, bt, ng, 1, false, elem);
+  plan.barriers_per_step = p.reset_after ? 1 : 2;
+  const double fma = double(padded_rows(p.B, bt)) * 3.0 * double(J) * double(kp);
+  const double compute_us =
+      fma / (fma_per_clk_per_sm(d) * kSimtEfficiency * kClockGHz * 1e3);
+  // Each CTA reads every staged row of the exchanged state (or gate gradients) from L2.
+  const double l2_us = double(p.B) * double(p.H) * ng * elem / kL2BytesPerUsPerSm;
+  plan.est_step_us = compute_us + l2_us + plan.barriers_per_step * kGridBarrierUs;
+  plan.est_stepwise_step_us = stepwise_step_us(p);
+  plan.reason = "persistent fits: " + std::to_string(ctas) + " CTAs x " + std::to_string(J) +
+                " units, " + std::to_string(plan.smem_bytes) + " bytes of shared memory per CTA";
+  return plan;
+}
+
+// The cluster path (sm_90). plan.path is kCluster when it fits, else kStepwise with the reason.
+inline Plan plan_cluster(const DeviceCaps& d, const Problem& p) {
+  Plan plan;
+  if (d.cc_major < 9 || !d.cluster_launch) {
+    fail(plan, Path::kCluster, "thread-block clusters need sm_90 (this device is sm_" +
+                                   std::to_string(d.cc_major) + std::to_string(d.cc_minor) + ")");
+    return plan;
+  }
+  const int elem = dtype_bytes(p.dtype);
+  const int cs_max = max_cluster_size(d);
+  const int64_t J = round_up(ceil_div(p.H, cs_max), kRC);
+  const int64_t cs = ceil_div(p.H, J);
+  const int64_t kp = round_up(p.H, kKAlign);
+  const int ng = operand_count(p);
+  const bool side = !p.reset_after;
+  // As many clusters as fill the SMs once, each with an equal share of the batch.
+  const int64_t fit_clusters = std::max<int64_t>(1, d.sm_count / cs);
+  const int64_t wanted = ceil_div(p.B, fit_clusters);
+  const int64_t bt = batch_tile_for(wanted, J, kp, ng, 2, side, elem, d.smem_per_block_optin);
+  if (bt == 0) {
+    fail(plan, Path::kCluster,
+         "U slice of " + std::to_string(J) + " units x 3 gates x " + std::to_string(kp) +
+             " in a " + std::to_string(cs) + "-CTA cluster = " +
+             std::to_string(3 * J * kp * elem) + " bytes plus 2 double-buffered rows exceeds " +
+             std::to_string(d.smem_per_block_optin) + " bytes of shared memory per block");
+    return plan;
+  }
+  const int64_t clusters = ceil_div(p.B, bt);
+  if (clusters > 65535) {  // gridDim.x = clusters x cs stays far below its limit anyway
+    fail(plan, Path::kCluster, "too many batch tiles");
+    return plan;
+  }
+  plan.path = Path::kCluster;
+  plan.units_per_cta = int(J);
+  plan.ctas = int(cs);
+  plan.clusters = int(clusters);
+  plan.batch_tile = int(bt);
+  plan.k_pad = int(kp);
+  plan.operands = ng;
+  plan.buffers = 2;
+  plan.side_buffer = side;
+  plan.weight_bytes = 3 * J * kp * elem;
+  plan.smem_bytes = smem_for(J, kp, bt, ng, 2, side, elem);
+  plan.barriers_per_step = p.reset_after ? 1 : 2;
+  const double rows = double(bt >= 8 ? round_up(bt, 8) : round_up(bt, 2));
+  const double waves = double(ceil_div(clusters, fit_clusters));
+  const double fma = rows * 3.0 * double(J) * double(kp);
+  const double compute_us = fma / (fma_per_clk_per_sm(d) * kSimtEfficiency * kClockGHz * 1e3);
+  const double push_us = double(bt) * double(p.H) * ng * 4.0 / kDsmemBytesPerUsPerSm;
+  plan.est_step_us =
+      waves * (compute_us + push_us + plan.barriers_per_step * kClusterBarrierUs);
+  plan.est_stepwise_step_us = stepwise_step_us(p);
+  plan.reason = "persistent_cluster fits: " + std::to_string(clusters) + " cluster(s) of " +
+                std::to_string(cs) + " CTAs x " + std::to_string(J) + " units, " +
+                std::to_string(bt) + " batch rows each, " + std::to_string(plan.smem_bytes) +
+                " bytes of shared memory per CTA";
+  return plan;
+}
+
+// Limits that hold before any geometry: dtype, sizes, the per-CTA register budget.
+inline bool generally_supported(const DeviceCaps& d, const Problem& p, std::string& why) {
+  if (p.dtype == DType::kFloat64) {
+    why = "float64 runs stepwise (the persistent kernels are fp32, fp16 and bf16)";
+    return false;
+  }
+  if (p.T <= 0 || p.B <= 0 || p.H <= 0) {
+    why = "nothing to run (T, B or H is 0)";
+    return false;
+  }
+  if (p.H > (int64_t(1) << 20) || p.B > (int64_t(1) << 24)) {
+    why = "sizes beyond the persistent kernels' 32-bit tile indexing";
+    return false;
+  }
+  // One CTA of kThreads threads per SM may use up to 255 registers per thread; the kernels are
+  // compiled with __launch_bounds__(kThreads, 1), so this only fails on an unusual device.
+  if (d.regs_per_sm > 0 && d.regs_per_sm < kThreads * 64) {
+    why = "fewer than 64 registers per thread for one CTA of " + std::to_string(kThreads) +
+          " threads";
+    return false;
+  }
+  return true;
+}
+
+// The path for a problem: `forced` kAuto picks by fit and the provisional cost estimates;
+// kStepwise always gives stepwise; kGrid / kCluster give that path if it fits, else stepwise
+// with the reason (the glue raises for a forced path that does not fit).
+inline Plan choose_path(const DeviceCaps& d, const Problem& p, Path forced = Path::kAuto) {
+  Plan plan;
+  if (forced == Path::kStepwise) {
+    plan.reason = "stepwise forced";
+    return plan;
+  }
+  std::string why;
+  if (!generally_supported(d, p, why)) {
+    plan.reason = why;
+    return plan;
+  }
+  if (forced == Path::kGrid) return plan_grid(d, p);
+  if (forced == Path::kCluster) return plan_cluster(d, p);
+
+  const Plan cluster = plan_cluster(d, p);
+  const Plan grid = plan_grid(d, p);
+  const Plan* best = nullptr;
+  if (cluster.path == Path::kCluster) best = &cluster;
+  if (grid.path == Path::kGrid && (best == nullptr || grid.est_step_us < best->est_step_us)) {
+    best = &grid;
+  }
+  if (best == nullptr) {
+    plan.reason = grid.reason + "; " + cluster.reason;
+    return plan;
+  }
+  if (best->est_step_us >= best->est_stepwise_step_us) {
+    char buf[160];
+    std::snprintf(buf, sizeof(buf),
+                  "stepwise estimated faster (%.2f us/step vs %.2f us/step for %s)",
+                  best->est_stepwise_step_us, best->est_step_us, path_name(best->path));
+    plan.reason = buf;
+    plan.est_step_us = best->est_step_us;
+    plan.est_stepwise_step_us = best->est_stepwise_step_us;
+    return plan;
+  }
+  return *best;
+}
+
+// Largest H (<= limit) for which `path` fits with the other fields of p; 0 if none.
+inline int64_t max_units(const DeviceCaps& d, Problem p, Path path, int64_t limit = 8192) {
+  int64_t best = 0;
+  for (int64_t h = 1; h <= limit; ++h) {
+    p.H = h;
+    const Plan plan = path == Path::kCluster ? plan_cluster(d, p) : plan_grid(d, p);
+    if (plan.path == path) best = h;
+  }
+  return best;
+}
+
+}  // namespace persistent
+}  // namespace gru_cuda
