@@ -18,6 +18,8 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
+from gru_cuda._config import Configurable
+
 __all__ = ["Constraint", "MaxNorm", "NonNeg", "UnitNorm", "MinMaxNorm", "get",
            "apply_constraints", "attach"]
 
@@ -31,7 +33,7 @@ def _norms(w: torch.Tensor, axis: Axis) -> torch.Tensor:
     return w.square().sum(dim=dims, keepdim=True).sqrt()
 
 
-class Constraint:
+class Constraint(Configurable):
     """Base class of constraints: `__call__(w)` returns the projected weight.
 
     Any Python callable `f(tensor) -> tensor` of the same shape may be used where a
@@ -40,19 +42,6 @@ class Constraint:
 
     def __call__(self, w: torch.Tensor) -> torch.Tensor:
         return w
-
-    def get_config(self) -> dict:
-        """The constructor arguments, as a dict."""
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict) -> "Constraint":
-        """Creates a constraint from `get_config()`'s dict."""
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class MaxNorm(Constraint):

@@ -26,6 +26,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from gru_cuda._config import Configurable
+
 __all__ = [
     "Initializer", "Zeros", "Ones", "Constant", "Identity", "RandomNormal", "RandomUniform",
     "TruncatedNormal", "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeNormal",
@@ -65,7 +67,7 @@ def _finish(t: torch.Tensor, dtype, device) -> torch.Tensor:
     return t.to(dtype=dtype or torch.get_default_dtype(), device=device)
 
 
-class Initializer:
+class Initializer(Configurable):
     """Base class of initializers: `__call__(shape, dtype=None, device=None)`.
 
     Subclasses implement `__call__` and `get_config()`; `from_config(config)` rebuilds one.
@@ -75,19 +77,6 @@ class Initializer:
 
     def __call__(self, shape, dtype=None, device=None) -> torch.Tensor:
         raise NotImplementedError
-
-    def get_config(self) -> dict:
-        """The constructor arguments, as a dict."""
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict) -> "Initializer":
-        """Creates an initializer from `get_config()`'s dict."""
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class _Seeded(Initializer):

@@ -16,6 +16,8 @@ from typing import Callable, List, Optional
 
 import torch
 
+from gru_cuda._config import Configurable
+
 __all__ = ["Regularizer", "L1", "L2", "L1L2", "OrthogonalRegularizer", "l1", "l2", "l1_l2",
            "get", "collect_losses"]
 
@@ -32,7 +34,7 @@ def _factor(value, name: str) -> float:
     return value
 
 
-class Regularizer:
+class Regularizer(Configurable):
     """Base class of regularizers: `__call__(x)` returns a scalar penalty.
 
     Any Python callable `f(tensor) -> scalar` may be used where a regularizer is expected.
@@ -40,19 +42,6 @@ class Regularizer:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return x.new_zeros(())
-
-    def get_config(self) -> dict:
-        """The constructor arguments, as a dict."""
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict) -> "Regularizer":
-        """Creates a regularizer from `get_config()`'s dict."""
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class L1(Regularizer):
