@@ -34,6 +34,11 @@ enum Activation : int {
   kNumActivations = 12,
 };
 
+// X(ID) for every activation: the one list that switch-based dispatchers expand.
+#define GRU_FOR_EACH_ACTIVATION(X)                                                    \
+  X(kTanh) X(kSigmoid) X(kHardSigmoid) X(kRelu) X(kLinear) X(kSoftsign) X(kElu) X(kSelu) \
+  X(kSoftplus) X(kSilu) X(kGelu) X(kExponential)
+
 // Keras names, in enum order (the single source of truth for the id <-> name mapping).
 static constexpr const char* kActivationNames[kNumActivations] = {
     "tanh", "sigmoid", "hard_sigmoid", "relu", "linear", "softsign",
@@ -145,9 +150,7 @@ inline bool dispatch_activation(int a, F&& f) {
   case ID:               \
     f(std::integral_constant<int, ID>{}); return true;
   switch (a) {
-    GRU_ACT_CASE(kTanh) GRU_ACT_CASE(kSigmoid) GRU_ACT_CASE(kHardSigmoid) GRU_ACT_CASE(kRelu)
-    GRU_ACT_CASE(kLinear) GRU_ACT_CASE(kSoftsign) GRU_ACT_CASE(kElu) GRU_ACT_CASE(kSelu)
-    GRU_ACT_CASE(kSoftplus) GRU_ACT_CASE(kSilu) GRU_ACT_CASE(kGelu) GRU_ACT_CASE(kExponential)
+    GRU_FOR_EACH_ACTIVATION(GRU_ACT_CASE)
     default: break;
   }
 #undef GRU_ACT_CASE

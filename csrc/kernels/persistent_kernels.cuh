@@ -90,9 +90,7 @@ __device__ GRU_PK_NOINLINE float act_forward_any(int a, float x) {
   case ID:              \
     return act_forward<ID, float>(x);
   switch (a) {
-    GRU_PK_CASE(kTanh) GRU_PK_CASE(kSigmoid) GRU_PK_CASE(kHardSigmoid) GRU_PK_CASE(kRelu)
-    GRU_PK_CASE(kLinear) GRU_PK_CASE(kSoftsign) GRU_PK_CASE(kElu) GRU_PK_CASE(kSelu)
-    GRU_PK_CASE(kSoftplus) GRU_PK_CASE(kSilu) GRU_PK_CASE(kGelu) GRU_PK_CASE(kExponential)
+    GRU_FOR_EACH_ACTIVATION(GRU_PK_CASE)
     default: break;
   }
 #undef GRU_PK_CASE
@@ -104,9 +102,7 @@ __device__ GRU_PK_NOINLINE float act_backward_any(int a, float x) {
   case ID:              \
     return act_backward<ID, float>(x);
   switch (a) {
-    GRU_PK_CASE(kTanh) GRU_PK_CASE(kSigmoid) GRU_PK_CASE(kHardSigmoid) GRU_PK_CASE(kRelu)
-    GRU_PK_CASE(kLinear) GRU_PK_CASE(kSoftsign) GRU_PK_CASE(kElu) GRU_PK_CASE(kSelu)
-    GRU_PK_CASE(kSoftplus) GRU_PK_CASE(kSilu) GRU_PK_CASE(kGelu) GRU_PK_CASE(kExponential)
+    GRU_FOR_EACH_ACTIVATION(GRU_PK_CASE)
     default: break;
   }
 #undef GRU_PK_CASE
