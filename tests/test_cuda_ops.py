@@ -5,7 +5,6 @@ random inputs (reproducible with GRU_TEST_SEED), or with cuDNN (torch.nn.GRU), o
 (determinism, CUDA graphs). Skipped cleanly without a GPU or without a CUDA build.
 Under compute-sanitizer, run tests/cuda_sanitizer_targets.py instead (smaller, no pytest).
 """
-import math
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from gru_cuda.activations import FUSED_IDS, FUSED_NAMES
 from gru_cuda.functional import gru
 
 from conftest import assert_close_rel
+from cuda_problems import ARG_NAMES, make_problem, prepare_args
 
 CUDA = torch.cuda.is_available() and gru_cuda.build_info()["cuda"]
 pytestmark = [pytest.mark.cuda,
@@ -55,54 +55,6 @@ def poison_allocator():
     del blocks
 
 
-def make_problem(T, B, F, H, *, reset_after, bias=True, h0=True, mask=None, idm=None,
-                 rdm=False, time_major=False, scale=0.5):
-    """float64 CPU inputs. mask: None, "random" (batch row 0 fully masked, row 1 all valid),
-    "right_padded" or "left_padded"; idm: None, "shared" (B, F) or "per_gate" (3, B, F)."""
-    x = torch.randn(T, B, F, dtype=torch.float64)
-    p = {
-        "x": x if time_major else x.transpose(0, 1).contiguous(),
-        "kernel": torch.randn(F, 3 * H, dtype=torch.float64) * (scale / math.sqrt(max(F, 1))),
-        "recurrent_kernel": torch.randn(H, 3 * H, dtype=torch.float64) * (scale / math.sqrt(max(H, 1))),
-        "bias": None,
-        "initial_state": torch.randn(B, H, dtype=torch.float64) * 0.5 if h0 else None,
-    }
-    if bias:
-        shape = (2, 3 * H) if reset_after else (3 * H,)
-        p["bias"] = torch.randn(*shape, dtype=torch.float64) * (0.6 * scale)
-    kw = {"reset_after": reset_after, "time_major": time_major}
-    if mask is not None:
-        if mask == "random":
-            m = torch.rand(T, B) > 0.3
-            if B > 0:
-                m[:, 0] = False
-            if B > 1:
-                m[:, 1] = True
-        else:
-            lengths = torch.randint(0, T + 1, (B,))
-            steps = torch.arange(T).unsqueeze(1)
-            m = steps < lengths if mask == "right_padded" else steps >= T - lengths
-        kw["mask"] = m if time_major else m.t().contiguous()
-    if idm == "shared":
-        kw["input_dropout_mask"] = (torch.rand(B, F) > 0.25).double() / 0.75
-    elif idm == "per_gate":
-        kw["input_dropout_mask"] = (torch.rand(3, B, F) > 0.25).double() / 0.75
-    if rdm:
-        kw["recurrent_dropout_mask"] = (torch.rand(3, B, H) > 0.3).double() / 0.7
-    return p, kw
-
-
-ARG_NAMES = ("x", "kernel", "recurrent_kernel", "bias", "initial_state")
-
-
-def _prepare(p, kw, dtype, device):
-    args = [None if p[n] is None else p[n].to(device=device, dtype=dtype).requires_grad_(True)
-            for n in ARG_NAMES]
-    kwc = {k: (v.to(device=device, dtype=dtype) if isinstance(v, torch.Tensor) and v.is_floating_point()
-               else v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
-    return args, kwc
-
-
 def _run(fn, args, kw, grad_out, grad_state):
     out, state = fn(*args, **kw)
     loss = (out * grad_out.to(out)).sum() + (state * grad_state.to(state)).sum()
@@ -114,8 +66,8 @@ def _run(fn, args, kw, grad_out, grad_state):
 
 def check_against_reference(p, kw, dtype, *, grads=True, **options):
     """CUDA fused path in `dtype` vs the float64 CPU reference: outputs, state, all gradients."""
-    ref_args, ref_kw = _prepare(p, kw, torch.float64, "cpu")
-    args, ckw = _prepare(p, kw, dtype, "cuda")
+    ref_args, ref_kw = prepare_args(p, kw, torch.float64, "cpu")
+    args, ckw = prepare_args(p, kw, dtype, "cuda")
     out_shape_probe, state_probe = reference.gru(*[None if a is None else a.detach() for a in ref_args],
                                                  **ref_kw, **options)
     grad_out = torch.randn(out_shape_probe.shape, dtype=torch.float64)
@@ -243,7 +195,7 @@ def test_deterministic(reset_after, dtype):
     # 40 x 16 rows: the bias reduction runs over several chunks.
     p, kw = make_problem(40, 16, 24, 48, reset_after=reset_after, mask="random", rdm=True,
                          idm="per_gate")
-    args, ckw = _prepare(p, kw, dtype, "cuda")
+    args, ckw = prepare_args(p, kw, dtype, "cuda")
     grad_out = torch.randn(16, 40, 48, dtype=torch.float64).cuda()
     grad_state = torch.randn(16, 48, dtype=torch.float64).cuda()
     first = _run(gru, args, ckw, grad_out, grad_state)
@@ -256,7 +208,7 @@ def test_deterministic(reset_after, dtype):
 
 def _raw_forward(p, kw, dtype, save, reset_after=True, go_backwards=False, zero_output=False):
     """The raw op (time-major, explicit initial state) on the problem's inputs."""
-    args, ckw = _prepare(p, kw, dtype, "cuda")
+    args, ckw = prepare_args(p, kw, dtype, "cuda")
     x, k, u, b, h0 = [None if a is None else a.detach() for a in args]
     mask = ckw.get("mask")
     if not kw["time_major"]:
@@ -277,7 +229,7 @@ def test_cuda_graph_capture_forward(reset_after, save):
     state inside the loop."""
     p, kw = make_problem(12, 6, 5, 20, reset_after=reset_after, mask="random", rdm=True,
                          idm="shared", time_major=True)
-    args, ckw = _prepare(p, kw, torch.float32, "cuda")
+    args, ckw = prepare_args(p, kw, torch.float32, "cuda")
     static = [None if a is None else a.detach().clone() for a in args]
     static_kw = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in ckw.items()}
 
@@ -314,7 +266,7 @@ def test_cuda_graph_capture_backward(reset_after):
     p, kw = make_problem(9, 4, 5, 17, reset_after=reset_after, mask="random", rdm=True,
                          idm="per_gate", time_major=True)
     outs = _raw_forward(p, kw, torch.float32, True, reset_after=reset_after)
-    args, ckw = _prepare(p, kw, torch.float32, "cuda")
+    args, ckw = prepare_args(p, kw, torch.float32, "cuda")
     x, k, u, b, h0 = [a.detach() for a in args]
     gY = torch.randn_like(outs[0])
     gS = torch.randn_like(outs[1])
@@ -349,7 +301,7 @@ def test_saved_tensors_match_cpu_op(reset_after, go_backwards):
     p, kw = make_problem(6, 4, 5, 11, reset_after=reset_after, mask="random", rdm=True,
                          idm="per_gate", time_major=True)
     cuda_outs = _raw_forward(p, kw, torch.float64, True, reset_after, go_backwards)
-    args, ckw = _prepare(p, kw, torch.float64, "cpu")
+    args, ckw = prepare_args(p, kw, torch.float64, "cpu")
     x, k, u, b, h0 = [a.detach() for a in args]
     cpu_outs = torch.ops.gru_cuda.gru_forward(
         x, k, u, b, h0, ckw["mask"], ckw["input_dropout_mask"], ckw["recurrent_dropout_mask"],
@@ -383,7 +335,7 @@ def test_inference_matches_training_forward():
 
 def test_bad_activation_id_rejected():
     p, kw = make_problem(3, 2, 4, 5, reset_after=True)
-    args, _ = _prepare(p, kw, torch.float32, "cuda")
+    args, _ = prepare_args(p, kw, torch.float32, "cuda")
     x, k, u, b, h0 = [a.detach() for a in args]
     with pytest.raises(ValueError, match="activation"):
         torch.ops.gru_cuda.gru_forward(x.transpose(0, 1), k, u, b, h0, None, None, None, True, 12,

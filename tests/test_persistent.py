@@ -12,7 +12,6 @@ sizes (H not a multiple of 32, B = 1, T = 1, long T); every fused activation (th
 activation kernel); determinism; a refused cooperative launch falling back to stepwise; CUDA
 graph capture. Under compute-sanitizer run a subset, e.g. `-k "plain or shapes"`.
 """
-import math
 
 import pytest
 import torch
@@ -24,6 +23,7 @@ from gru_cuda.activations import FUSED_NAMES
 from gru_cuda.functional import gru
 
 from conftest import assert_close_rel
+from cuda_problems import ARG_NAMES, make_problem, prepare_args
 
 CUDA = torch.cuda.is_available() and gru_cuda.build_info()["cuda"]
 PERSISTENT_BUILT = CUDA and hasattr(_C, "persistent_set_path")
@@ -243,9 +243,6 @@ TOL = {  # (forward, gradient), relative to max(|reference|, 1)
     torch.float16: (1e-2, 1.5e-2),
     torch.bfloat16: (2e-2, 3e-2),
 }
-ARG_NAMES = ("x", "kernel", "recurrent_kernel", "bias", "initial_state")
-
-
 def _paths_here():
     return dispatch.kernel_paths("cuda") if PERSISTENT_BUILT else []
 
@@ -266,53 +263,6 @@ def _exact_fp32():
     torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def make_problem(T, B, F, H, *, reset_after, bias=True, h0=True, mask=None, idm=None,
-                 rdm=False, time_major=False, scale=0.5):
-    """float64 CPU inputs; mask None, "random" (row 0 all masked, row 1 all valid),
-    "right_padded" or "left_padded"; idm None, "shared" or "per_gate"."""
-    x = torch.randn(T, B, F, dtype=torch.float64)
-    p = {
-        "x": x if time_major else x.transpose(0, 1).contiguous(),
-        "kernel": torch.randn(F, 3 * H, dtype=torch.float64) * (scale / math.sqrt(max(F, 1))),
-        "recurrent_kernel": torch.randn(H, 3 * H, dtype=torch.float64) * (scale / math.sqrt(H)),
-        "bias": None,
-        "initial_state": torch.randn(B, H, dtype=torch.float64) * 0.5 if h0 else None,
-    }
-    if bias:
-        p["bias"] = torch.randn(*((2, 3 * H) if reset_after else (3 * H,)),
-                                dtype=torch.float64) * (0.6 * scale)
-    kw = {"reset_after": reset_after, "time_major": time_major}
-    if mask is not None:
-        if mask == "random":
-            m = torch.rand(T, B) > 0.3
-            m[:, 0] = False
-            if B > 1:
-                m[:, 1] = True
-        else:
-            lengths = torch.randint(0, T + 1, (B,))
-            steps = torch.arange(T).unsqueeze(1)
-            m = steps < lengths if mask == "right_padded" else steps >= T - lengths
-        kw["mask"] = m if time_major else m.t().contiguous()
-    if idm == "shared":
-        kw["input_dropout_mask"] = (torch.rand(B, F) > 0.25).double() / 0.75
-    elif idm == "per_gate":
-        kw["input_dropout_mask"] = (torch.rand(3, B, F) > 0.25).double() / 0.75
-    if rdm:
-        kw["recurrent_dropout_mask"] = (torch.rand(3, B, H) > 0.3).double() / 0.7
-    return p, kw
-
-
-def _prepare(p, kw, dtype, device):
-    args = [None if p[n] is None else p[n].to(device=device, dtype=dtype).requires_grad_(True)
-            for n in ARG_NAMES]
-    kwc = {}
-    for k, v in kw.items():
-        if isinstance(v, torch.Tensor):
-            v = v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device)
-        kwc[k] = v
-    return args, kwc
-
-
 def _run(fn, args, kw, grad_out, grad_state, grads=True):
     out, state = fn(*args, **kw)
     leaves = [a for a in args if a is not None]
@@ -326,14 +276,14 @@ def _run(fn, args, kw, grad_out, grad_state, grads=True):
 def check_path(p, kw, dtype, path, *, grads=True, **options):
     """`path` forced, in `dtype` on the GPU, vs the float64 CPU reference; checks that the
     forward (and backward) really ran on `path`."""
-    ref_args, ref_kw = _prepare(p, kw, torch.float64, "cpu")
+    ref_args, ref_kw = prepare_args(p, kw, torch.float64, "cpu")
     r_probe = reference.gru(*[None if a is None else a.detach() for a in ref_args], **ref_kw,
                             **options)
     grad_out = torch.randn(r_probe[0].shape, dtype=torch.float64)
     grad_state = torch.randn(r_probe[1].shape, dtype=torch.float64)
     r_out, r_state, r_grads = _run(lambda *a, **k: reference.gru(*a, **k, **options), ref_args,
                                    ref_kw, grad_out, grad_state, grads)
-    args, ckw = _prepare(p, kw, dtype, "cuda")
+    args, ckw = prepare_args(p, kw, dtype, "cuda")
     with dispatch.force_path(path):
         c_out, c_state, c_grads = _run(lambda *a, **k: gru(*a, **k, **options), args, ckw,
                                        grad_out.cuda(), grad_state.cuda(), grads)
@@ -443,7 +393,7 @@ def test_capacity_boundary(path, dtype, reset_after):
 
     h_over = mu["forward"][path] + 1
     p, kw = make_problem(T, B, F, h_over, reset_after=reset_after)
-    args, ckw = _prepare(p, kw, dtype, "cuda")
+    args, ckw = prepare_args(p, kw, dtype, "cuda")
     with dispatch.force_path(path), torch.no_grad():
         with pytest.raises(ValueError, match="cannot run"):
             gru(*args, **ckw)
@@ -465,7 +415,7 @@ def test_deterministic(path, dtype, reset_after):
     _need(path)
     p, kw = make_problem(40, 19, 8, 72, reset_after=reset_after, mask="random", rdm=True,
                          idm="per_gate")
-    args, ckw = _prepare(p, kw, dtype, "cuda")
+    args, ckw = prepare_args(p, kw, dtype, "cuda")
     grad_out = torch.randn(19, 40, 72, dtype=torch.float64).cuda()
     grad_state = torch.randn(19, 72, dtype=torch.float64).cuda()
     with dispatch.force_path(path):
@@ -485,9 +435,9 @@ def test_refused_cooperative_launch_falls_back(reset_after):
     _need("persistent")
     p, kw = make_problem(6, 4, 5, 40, reset_after=reset_after, mask="random", rdm=True)
     _C.persistent_debug_oversubscribe(True)
-    ref_args, ref_kw = _prepare(p, kw, torch.float64, "cpu")
+    ref_args, ref_kw = prepare_args(p, kw, torch.float64, "cpu")
     expected = reference.gru(*[None if a is None else a.detach() for a in ref_args], **ref_kw)
-    args, ckw = _prepare(p, kw, torch.float32, "cuda")
+    args, ckw = prepare_args(p, kw, torch.float32, "cuda")
     with dispatch.force_path("persistent"):
         out, state = gru(*args, **ckw)
         (out.sum() + state.sum()).backward()
@@ -501,7 +451,7 @@ def test_refused_cooperative_launch_falls_back(reset_after):
 @requires_persistent
 def test_forced_stepwise_and_auto_agree_with_explain():
     p, kw = make_problem(5, 4, 3, 48, reset_after=True)
-    args, ckw = _prepare(p, kw, torch.float32, "cuda")
+    args, ckw = prepare_args(p, kw, torch.float32, "cuda")
     with dispatch.force_path("stepwise"), torch.no_grad():
         gru(*args, **ckw)
     assert dispatch.last_path()["forward"] == "stepwise"
@@ -515,7 +465,7 @@ def test_forced_stepwise_and_auto_agree_with_explain():
 def test_cuda_graph_capture(path):
     _need(path)
     p, kw = make_problem(12, 4, 5, 40, reset_after=True, mask="random")
-    args, ckw = _prepare(p, kw, torch.float32, "cuda")
+    args, ckw = prepare_args(p, kw, torch.float32, "cuda")
     args = [None if a is None else a.detach() for a in args]
     with dispatch.force_path(path), torch.no_grad():
         eager = gru(*args, **ckw)
