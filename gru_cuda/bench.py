@@ -132,6 +132,14 @@ PRESETS: Dict[str, Dict[str, List[Block]]] = {
     "flashrnn": {
         "any": [Block([Shape(16, 1024, 768, 768)], ("bfloat16",), (True,), ("fwd", "fwd+bwd"))],
     },
+    # benchmarks/gpu_check.sh: the batch sizes where persistence should pay (1..64) and one
+    # where cuDNN's large GEMMs should (256), at the unit counts that decide between the
+    # persistent paths; T = 128 keeps the 120 cases within about two minutes on an H200.
+    "gpucheck": {
+        "cuda": [Block(_grid((1, 16, 32, 64, 256), (128,), (256, 512, 1024)),
+                       ("float32", "bfloat16"), ALL_RA, ("fwd", "fwd+bwd"))],
+        "cpu": [Block(_grid((1, 16), (16,), (32,)), ("float32",), ALL_RA, ("fwd", "fwd+bwd"))],
+    },
 }
 
 
