@@ -4,12 +4,12 @@ float32 gradients, and the results are within low-precision error of the float32
 """
 from __future__ import annotations
 
-import importlib
 
 import pytest
 import torch
 
 import gru_cuda
+from gru_cuda import GRU
 from gru_cuda.functional import gru
 
 CUDA = torch.cuda.is_available() and gru_cuda.build_info()["cuda"]
@@ -203,17 +203,9 @@ def test_raw_op_call_under_autocast():
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-def _layer_cls():
-    try:
-        return getattr(importlib.import_module("gru_cuda.layers"), "GRU", None)
-    except ImportError:
-        return None
-
-
-@pytest.mark.skipif(_layer_cls() is None, reason="gru_cuda.layers.GRU not available")
 def test_cpu_autocast_layer():
     torch.manual_seed(0)
-    layer = _layer_cls()(16, return_sequences=True, return_state=True, input_size=8)
+    layer = GRU(16, return_sequences=True, return_state=True, input_size=8)
     x = torch.randn(4, 12, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, state = layer(x)

@@ -5,7 +5,7 @@
   gru_cuda::gru_forward and the backward graph gru_cuda::gru_backward (the fused backward, not
   a decomposition); results equal eager. Also with dynamic shapes (no recompilation for a new
   batch size / sequence length), under autocast, and with the default inductor backend.
-* The same for gru_cuda.layers.GRU once it exists (skipped before).
+* The same for gru_cuda.layers.GRU.
 * torch.export.export of a module holding GRU parameters (static and dynamic batch / time),
   of the GRU layer; the exported program runs, matches eager (values and gradients) and
   survives torch.export.save / load.
@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import importlib
 import io
 
 import pytest
@@ -22,22 +21,12 @@ from functorch.compile import make_boxed_func
 from torch._dynamo.backends.common import aot_autograd
 
 import gru_cuda
+from gru_cuda import GRU
 from gru_cuda.functional import gru
 
 CUDA = torch.cuda.is_available() and gru_cuda.build_info()["cuda"]
 FWD_OP = torch.ops.gru_cuda.gru_forward.default
 BWD_OP = torch.ops.gru_cuda.gru_backward.default
-
-
-def _layer_cls():
-    try:
-        mod = importlib.import_module("gru_cuda.layers")
-    except ImportError:
-        return None
-    return getattr(mod, "GRU", None)
-
-
-requires_layer = pytest.mark.skipif(_layer_cls() is None, reason="gru_cuda.layers.GRU not available")
 
 
 class Recorder:
@@ -221,10 +210,9 @@ def test_compile_under_autocast():
 
 def _layer(**kw):
     torch.manual_seed(0)
-    return _layer_cls()(6, return_sequences=True, return_state=True, input_size=4, **kw)
+    return GRU(6, return_sequences=True, return_state=True, input_size=4, **kw)
 
 
-@requires_layer
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_compile_layer_fullgraph(reset_after):
     torch._dynamo.reset()
@@ -246,7 +234,6 @@ def test_compile_layer_fullgraph(reset_after):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
 
 
-@requires_layer
 def test_compile_layer_training_dropout():
     """Dropout masks drawn from the global generator inside the compiled region: no break."""
     torch._dynamo.reset()
@@ -259,7 +246,6 @@ def test_compile_layer_training_dropout():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
 
 
-@requires_layer
 @pytest.mark.xfail(reason="GRU(seed=...) creates a torch.Generator inside forward, which "
                           "torch.compile cannot trace (layers.py _generator); reported",
                    strict=False)
@@ -357,7 +343,6 @@ def test_export_save_load_roundtrip():
     _assert_program_matches(loaded, model, _export_inputs(seed=4))
 
 
-@requires_layer
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_export_layer(reset_after):
     layer = _layer(reset_after=reset_after).eval()
@@ -378,7 +363,6 @@ def test_export_layer(reset_after):
     _assert_program_matches(ep, model, _export_inputs(seed=2))
 
 
-@requires_layer
 def test_export_layer_dynamic_shapes():
     layer = _layer().eval()
     B, T = torch.export.Dim("batch", min=1), torch.export.Dim("time", min=1)

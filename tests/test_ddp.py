@@ -3,7 +3,7 @@
 Two processes on the CPU (gloo backend, a free localhost port) each take half of a batch; DDP
 averages their gradients, so after each optimiser step the parameters must equal those of a
 single process stepping on the mean loss of the whole batch. Checked for a model built on
-gru_cuda.functional.gru and, when it exists, on the gru_cuda.layers.GRU layer; float64
+gru_cuda.functional.gru and on the gru_cuda.layers.GRU layer; float64
 (tight) and float32. The same workers also train the models sharded with FSDP2
 (`fully_shard`, one unit per GRU layer plus the root), which must give the same parameters.
 
@@ -13,7 +13,6 @@ fails if they do not finish in time, so it can never hang CI.
 from __future__ import annotations
 
 import datetime
-import importlib
 import os
 import socket
 import sys
@@ -25,6 +24,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import gru_cuda  # noqa: F401  (registers the ops in this process)
+from gru_cuda import GRU
 from gru_cuda.functional import gru
 
 WORLD = 2
@@ -32,13 +32,6 @@ B, T, F, H = 8, 6, 5, 7
 STEPS = 2
 DEADLINE_S = 240
 DTYPES = (torch.float64, torch.float32)
-
-
-def _layer_cls():
-    try:
-        return getattr(importlib.import_module("gru_cuda.layers"), "GRU", None)
-    except ImportError:
-        return None
 
 
 class FunctionalGRUModel(torch.nn.Module):
@@ -62,7 +55,7 @@ class LayerGRUModel(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.proj = torch.nn.Linear(F, F)
-        self.gru = _layer_cls()(H, return_sequences=True, reset_after=False, input_size=F)
+        self.gru = GRU(H, return_sequences=True, reset_after=False, input_size=F)
         self.head = torch.nn.Linear(H, 1)
 
     def forward(self, x, mask):
@@ -70,7 +63,7 @@ class LayerGRUModel(torch.nn.Module):
 
 
 def _kinds():
-    return ["functional"] + (["layer"] if _layer_cls() is not None else [])
+    return ["functional", "layer"]
 
 
 def _model(kind, dtype):

@@ -7,7 +7,6 @@ under torch.use_deterministic_algorithms(True). The CUDA variants skip without C
 """
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 import torch
 
 import gru_cuda
+from gru_cuda import GRU
 from gru_cuda.functional import gru
 
 CUDA = torch.cuda.is_available() and gru_cuda.build_info()["cuda"]
@@ -149,20 +149,12 @@ def test_fresh_process_gives_the_same_bits(tmp_path):
         _assert_bitwise([_run(t, kw, cot), child[name]])
 
 
-def _layer_cls():
-    try:
-        return getattr(importlib.import_module("gru_cuda.layers"), "GRU", None)
-    except ImportError:
-        return None
-
-
-@pytest.mark.skipif(_layer_cls() is None, reason="gru_cuda.layers.GRU not available")
 def test_layer_with_seeded_dropout_is_reproducible():
     """Two identically initialised layers with the same dropout seed train identically."""
     def run():
         torch.manual_seed(0)
-        layer = _layer_cls()(12, return_sequences=True, input_size=5, dropout=0.3,
-                             recurrent_dropout=0.2, seed=11).train()
+        layer = GRU(12, return_sequences=True, input_size=5, dropout=0.3,
+                    recurrent_dropout=0.2, seed=11).train()
         x = torch.randn(4, 9, 5)
         outs = []
         for _ in range(2):  # fresh masks per call, the same sequence of them
