@@ -115,8 +115,8 @@ def test_failing_candidate_is_an_error_and_the_run_goes_on(tmp_path):
 
 
 def test_forced_paths_are_candidates(tmp_path, monkeypatch):
-    """With gru_cuda.kernel_paths/force_path (added by the CUDA work), each path is timed
-    inside its force_path context; without them the run notes it and goes on."""
+    """Each of gru_cuda.kernel_paths(device) is timed inside its force_path context; with no
+    path for the device (a CUDA device this build cannot use) the run notes it and goes on."""
     entered = []
 
     @contextlib.contextmanager
@@ -161,7 +161,7 @@ def test_forced_paths_are_candidates(tmp_path, monkeypatch):
     cands = bench.resolve_candidates(["gru_cuda", "paths"], torch.device("cpu"), notes)
     assert [c.key for c in cands] == ["gru_cuda"] and "one kernel path" in notes[0]
 
-    monkeypatch.delattr(gru_cuda, "kernel_paths")
+    monkeypatch.setattr(gru_cuda, "kernel_paths", lambda device: [])
     notes = []
     cands = bench.resolve_candidates(["gru_cuda", "paths"], torch.device("cpu"), notes)
     assert [c.key for c in cands] == ["gru_cuda"] and "no forced kernel paths" in notes[0]
@@ -236,3 +236,103 @@ def test_keras_candidate(tmp_path):
     rows = rows_of(doc, "keras")
     assert len(rows) == 4 and all(r["status"] == "ok" and r["max_err"] < 1e-5 for r in rows)
     assert doc["metadata"]["keras"].endswith("(torch backend)")
+
+
+def test_default_output_folder_is_in_the_working_directory(tmp_path, monkeypatch):
+    """Without --out the files go to gru_bench_results/ of the current directory, created."""
+    monkeypatch.chdir(tmp_path)
+    assert bench.DEFAULT_OUT == "gru_bench_results"
+    rc = bench.main(["--shape", "2,4,8", "--modes", "fwd", "--dtypes", "float32",
+                     "--reset-after", "true", "--candidates", "gru_cuda", "--no-plot", *FAST])
+    assert rc == 0
+    assert os.listdir(tmp_path) == ["gru_bench_results"]
+    files = sorted(os.listdir(tmp_path / "gru_bench_results"))
+    assert [os.path.splitext(f)[1] for f in files] == [".csv", ".json"], files
+    assert rows_of(load_json(tmp_path / "gru_bench_results"), "gru_cuda")[0]["status"] == "ok"
+
+
+def _env_with_this_checkout():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_quick_no_save_runs_outside_the_checkout_and_writes_nothing(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "gru_cuda.bench", "--quick", "--no-save", *FAST],
+        cwd=tmp_path, env=_env_with_this_checkout(), capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "candidate" in proc.stdout and "Speedup of gru_cuda" in proc.stdout
+    assert proc.stdout.count(" ok ") >= 24 and "wrote" not in proc.stdout
+    assert os.listdir(tmp_path) == []
+
+
+def test_git_commit_only_from_the_package_own_work_tree(tmp_path, monkeypatch):
+    from gru_cuda.bench import metadata
+    if os.path.exists(os.path.join(ROOT, ".git")):  # a checkout: git tracks the package
+        commit = metadata.git_commit()
+        assert commit is not None and len(commit.split("+")[0]) == 12
+    # a package in a plain folder, and one untracked inside another repository: no commit
+    pkg = tmp_path / "site" / "gru_cuda"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    monkeypatch.setattr(gru_cuda, "__file__", str(pkg / "__init__.py"))
+    assert metadata.git_commit() is None
+    if subprocess.run(["git", "init", "-q", str(tmp_path)], capture_output=True).returncode:
+        pytest.skip("git is not usable here")
+    assert metadata.git_commit() is None
+    assert metadata.collect_metadata(torch.device("cpu"))["git_commit"] is None
+
+
+CUDA_BUILD = bool(gru_cuda.build_info().get("cuda")) and torch.cuda.is_available()
+
+
+@pytest.mark.skipif(CUDA_BUILD, reason="a CUDA build on a GPU measures the barriers")
+def test_barrier_subcommand_fails_clearly_without_cuda(capsys):
+    proc = subprocess.run([sys.executable, "-m", "gru_cuda.bench", "barrier"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert "gru_cuda.bench barrier" in proc.stderr
+    if not gru_cuda.build_info().get("cuda"):
+        assert "CPU build" in proc.stderr and "CUDA build" in proc.stderr
+    with pytest.raises(SystemExit, match="GPU barriers"):
+        bench.main(["barrier", "--device", "cpu", "--iterations", "10"])
+    with pytest.raises(SystemExit) as e:  # argparse: exit 2, the argument named
+        bench.main(["barrier", "--iterations", "0"])
+    assert e.value.code == 2 and "--iterations" in capsys.readouterr().err
+
+
+def test_persistent_preset_and_its_goals(capsys):
+    gpu = torch.device("cuda")
+    cases = bench.expand_cases(bench.preset_blocks("persistent", gpu))
+    grid = [c for c in cases if c.shape != bench.Shape(16, 1024, 768, 768)]
+    assert {c.shape.B for c in grid} == {1, 8, 32, 64, 256}
+    assert {c.shape.H for c in grid} == {128, 256, 512, 1024, 2048}
+    assert {c.shape.T for c in grid} == {128, 512}
+    assert {c.dtype for c in grid} == {"float32", "bfloat16"}
+    assert {c.reset_after for c in grid} == {True, False}
+    assert {c.mode for c in grid} == {"fwd", "fwd+bwd"}
+    assert len(grid) == 5 * 5 * 2 * 2 * 2 * 2 and len(cases) == len(grid) + 2
+
+    bench.main(["--preset", "persistent", "--list", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "candidates: gru_cuda, torch" in out  # auto, the forced paths (none on a CPU), cuDNN
+
+    def row(B, H, ra, mode, ms, vs_torch=None, path=None):
+        return {"candidate": "gru_cuda", "status": "ok", "B": B, "T": 128, "H": H, "F": H,
+                "dtype": "float32", "reset_after": ra, "mode": mode, "ms": ms,
+                "vs_torch": vs_torch, "path": path}
+    rows = [row(8, 256, True, "fwd+bwd", 1.0, 2.0, "persistent/persistent"),
+            row(8, 256, False, "fwd+bwd", 1.2),                 # within 1.3x of ra=True
+            row(32, 1024, True, "fwd+bwd", 4.0, 1.2, "stepwise/stepwise"),  # under 1.5x
+            row(32, 1024, False, "fwd+bwd", 6.0),               # 1.5x slower than ra=True
+            row(256, 512, True, "fwd", 1.0, 0.8, "persistent"),  # persistent, slower
+            row(1, 2048, True, "fwd+bwd", 1.0, 0.5, "stepwise/stepwise")]  # H > 1024: no goal
+    rows.append({**row(1, 128, True, "fwd+bwd", None, 9.0), "status": "WRONG"})
+    (g1, v1, d1), (g2, v2, d2), (g3, v3, d3) = bench.persistent_goals(rows)
+    assert "1.5x" in g1 and v1 == "1 of 2 missed" and "B=32 T=128 H=1024" in d1
+    assert v2 == "1 of 2 missed" and "B=256" in d2 and "0.80x" in d2
+    assert v3 == "1 of 2 missed" and "B=32" in d3 and "1.50x" in d3
+    assert [v for _, v, _ in bench.persistent_goals(rows[:2])] == ["met", "met", "met"]
+    assert [v for _, v, _ in bench.persistent_goals([])] == ["no case"] * 3
