@@ -1,11 +1,15 @@
 #!/usr/bin/env python
 """Benchmark gru_cuda against torch.nn.GRU (cuDNN), the PyTorch step loop and Keras 3.
 
-A thin entry point for `python -m gru_cuda.bench`; run it from the repository root:
+A thin entry point for `python -m gru_cuda.bench` that also works in a checkout where the
+package is not installed:
 
     python benchmarks/bench_gru.py               # the default preset on the available device
     python benchmarks/bench_gru.py --quick       # seconds
+    python benchmarks/bench_gru.py barrier       # barrier latencies of the persistent kernels
     python benchmarks/bench_gru.py --help
+
+Results go to gru_bench_results/ in the current directory (--out DIR).
 
 See docs/benchmarks.md for the presets, the columns and the conventions.
 """

@@ -1,4 +1,4 @@
-// Barrier microbenchmark of the persistent path (benchmarks/bench_persistent.py): the cost of
+// Barrier microbenchmark of the persistent path (python -m gru_cuda.bench barrier): the cost of
 // one grid-wide or cluster-wide barrier, the floor of a persistent step.
 #include "kernels/persistent_kernels.cuh"
 

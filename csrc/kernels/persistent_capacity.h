@@ -122,7 +122,7 @@ struct Plan {
 };
 
 // ---- provisional cost constants --------------------------------------------------------------
-// Not measured yet (written without a GPU): calibrate them with benchmarks/bench_persistent.py.
+// Not measured yet (written without a GPU): calibrate them with benchmarks/calibrate_capacity.py.
 // They only steer the automatic choice between paths that both fit; a forced path ignores them.
 constexpr double kClockGHz = 1.5;
 constexpr double kSimtEfficiency = 0.5;      // fraction of the SM's fp32 FMA peak reached
