@@ -1,6 +1,7 @@
 """Random GRU problems (float64, CPU) for the CUDA tests, moving them to a device/dtype, and
 running them on a forced kernel path against the float64 reference. Shared by the GPU tests
 (test_cuda_ops.py, test_cuda_paths.py, test_cuda_graphs.py, test_persistent.py)."""
+import functools
 import math
 
 import pytest
@@ -132,6 +133,7 @@ def assert_ran(path, forward=True, backward=True):
             assert r[d + "_reason"] == "stepwise forced", r
 
 
+@functools.lru_cache(maxsize=None)  # explain() costs ~10 ms (it also scans the unit limits)
 def forced_plan(path, B, T, H, dtype, reset_after, rdm):
     """dispatch.explain with `path` forced: {"forward", "backward"} -> the path each pass would
     run ("error" where the forced path cannot run it and the op raises ValueError)."""

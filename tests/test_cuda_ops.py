@@ -96,6 +96,29 @@ def test_float64_rejected_on_persistent_paths(path, reset_after, training):
     check_against_reference(p, kw, F64, "stepwise")  # the path that has float64 runs it
 
 
+@pytest.mark.parametrize("path", PERSISTENT_PATHS, indirect=True)
+@pytest.mark.parametrize("dtype", [F32, BF16], ids=str)
+@RESET
+def test_too_large_for_forced_path(path, dtype, reset_after):
+    """One unit above what a forced persistent path fits: the forward raises ValueError (never
+    a silent stepwise run). Where the backward fits fewer units than the forward (it stages
+    more operand rows), a size in between runs the forward on the path and the backward raises."""
+    B, T, F = 3, 2, 3
+    mu = dispatch.explain(B, T, 64, dtype=dtype, reset_after=reset_after)["capacity"]["max_units"]
+    fwd, bwd = mu["forward"][path], mu["backward"][path]
+    assert 0 < bwd <= fwd
+    plan = forced_plan(path, B, T, fwd + 1, dtype, reset_after, False)
+    assert plan["forward"] == "error", plan
+    p, kw = make_problem(T, B, F, fwd + 1, reset_after=reset_after)
+    assert check_against_reference(p, kw, dtype, path) is None  # asserted the ValueError
+    if bwd == fwd:
+        return
+    plan = forced_plan(path, B, T, bwd + 1, dtype, reset_after, False)
+    assert plan["forward"] == path and plan["backward"] == "error", plan
+    p, kw = make_problem(T, B, F, bwd + 1, reset_after=reset_after)
+    assert check_against_reference(p, kw, dtype, path) is None  # forward ran, backward raised
+
+
 @pytest.mark.parametrize("path,dtype", path_dtypes(("stepwise",), (F64, F32, BF16))
                          + path_dtypes(PERSISTENT_PATHS, (F32,)), indirect=["path"])
 @RESET
