@@ -30,12 +30,12 @@ HAS_MODEL = hasattr(_C, "persistent_plan")
 PERSISTENT_PATHS = ("persistent", "persistent_cluster")
 
 
-
 def requires_persistent(test):
     """GPU-only (the `cuda` marker, which also skips without a GPU) and the persistent kernels."""
     return requires_cuda(pytest.mark.skipif(
         not PERSISTENT_BUILT,
         reason="needs a CUDA GPU and a CUDA build with the persistent kernels")(test))
+
 
 requires_model = pytest.mark.skipif(
     not HAS_MODEL, reason="this build does not expose the capacity model (_C.persistent_plan)")
