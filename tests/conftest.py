@@ -12,7 +12,21 @@ def cuda_ready() -> bool:
     return torch.cuda.is_available() and gru_cuda.build_info()["cuda"]
 
 
-requires_cuda = pytest.mark.skipif(not cuda_ready(), reason="needs a CUDA GPU and a CUDA build of gru_cuda")
+CUDA_SKIP_REASON = "needs a CUDA GPU and a CUDA build of gru_cuda"
+
+# The one marker of GPU-only tests: it marks them (`pytest -m cuda` selects exactly these) and,
+# through pytest_collection_modifyitems below, skips them where cuda_ready() is False. Tests may
+# also be marked with pytest.mark.cuda directly (e.g. in pytest.param(..., marks=...)).
+requires_cuda = pytest.mark.cuda
+
+
+def pytest_collection_modifyitems(config, items):
+    if cuda_ready():
+        return
+    skip = pytest.mark.skip(reason=CUDA_SKIP_REASON)
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 def make_problem(*, B=3, T=5, F=4, H=6, reset_after=True, bias=True, initial_state=True,

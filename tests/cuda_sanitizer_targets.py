@@ -1,45 +1,97 @@
-"""Small CUDA workloads for compute-sanitizer: every kernel of csrc/kernels/ runs at least once
-(both conventions, every dtype, masks, input and recurrent dropout, go_backwards, odd sizes,
-B = 1, T = 1, and the multi-chunk bias reduction), forward and backward, with no pytest around.
+"""Small CUDA workloads for compute-sanitizer, on every kernel path, with no pytest around.
 
-Run on a GPU machine with the CUDA build installed:
+Every case runs forward (saving for backward), backward and an inference forward under each
+forced kernel path this device has (gru_cuda.dispatch.kernel_paths; choose with --paths):
+stepwise runs every kernel of csrc/kernels/gru_step_* and the utility kernels (both
+conventions, every dtype, masks, input and recurrent dropout, go_backwards, odd sizes, B = 1,
+T = 1, the multi-chunk bias reduction); persistent and persistent_cluster run every case they
+can (not float64, nothing too large: those cases are routed to the paths that can and the
+script says so), plus cases picked with dispatch.explain so that the grid path runs several
+CTAs and the cluster path at least 2 clusters of at least 2 CTAs. After each pass the script
+checks with dispatch.last_path that the forced path itself ran (a silent fallback fails), prints
+which path ran each case, and compares every path's results with the stepwise ones.
+
+Run on a GPU machine with the CUDA build installed (--quick: a few cases per path):
 
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck \\
         --leak-check full --error-exitcode 1 python tests/cuda_sanitizer_targets.py
     compute-sanitizer --tool racecheck --error-exitcode 1 python tests/cuda_sanitizer_targets.py
     compute-sanitizer --tool initcheck --error-exitcode 1 python tests/cuda_sanitizer_targets.py
     compute-sanitizer --tool synccheck --error-exitcode 1 python tests/cuda_sanitizer_targets.py
+    python tests/cuda_sanitizer_targets.py --paths persistent_cluster --quick
 
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 makes every allocation exact, so that memcheck sees an
-out-of-bounds access past a tensor instead of landing in a cached block. The cuBLAS and
-torch kernels run under the tools as well; a report naming one of our kernels
-(gru_cuda::kernels::...) is ours. Exits 0 when everything ran and the results are finite.
+out-of-bounds access past a tensor instead of landing in a cached block. The cuBLAS and torch
+kernels run under the tools as well; a report naming one of our kernels (gru_cuda::kernels::...)
+is ours. Exits 0 when every requested run happened on its path, every result is finite and the
+paths agree; 1 otherwise; 2 without a GPU and a CUDA build.
 """
+import argparse
 import sys
 
 import torch
 
 import gru_cuda
+from gru_cuda import dispatch
 from gru_cuda.activations import FUSED_IDS
+
+F32, F16, BF16, F64 = torch.float32, torch.float16, torch.bfloat16, torch.float64
 
 CASES = [
     # (T, B, F, H, reset_after, dtype, mask, input dropout, recurrent dropout, go_backwards,
     #  zero_output_for_mask, bias, activation, recurrent_activation)
-    (5, 3, 4, 33, True, torch.float32, True, "per_gate", True, True, False, True, "tanh", "sigmoid"),
-    (5, 3, 4, 33, False, torch.float32, True, "shared", True, False, True, True, "tanh", "sigmoid"),
-    (4, 2, 3, 17, True, torch.float16, True, None, False, False, False, False, "gelu", "hard_sigmoid"),
-    (4, 2, 3, 17, False, torch.bfloat16, False, "per_gate", True, True, False, True, "elu", "softsign"),
-    (3, 2, 5, 9, True, torch.float64, True, "shared", True, False, False, True, "softplus", "silu"),
-    (3, 2, 5, 9, False, torch.float64, False, None, False, True, False, False, "exponential", "sigmoid"),
-    (1, 1, 2, 1, True, torch.float32, False, None, False, False, False, True, "relu", "sigmoid"),
-    (1, 1, 2, 1, False, torch.float32, True, None, True, False, False, True, "linear", "selu"),
-    (40, 12, 3, 40, True, torch.float32, True, None, False, False, False, True, "tanh", "sigmoid"),
-    (40, 12, 3, 40, False, torch.bfloat16, True, None, False, True, False, True, "tanh", "sigmoid"),
+    (5, 3, 4, 33, True, F32, True, "per_gate", True, True, False, True, "tanh", "sigmoid"),
+    (5, 3, 4, 33, False, F32, True, "shared", True, False, True, True, "tanh", "sigmoid"),
+    (4, 2, 3, 17, True, F16, True, None, False, False, False, False, "gelu", "hard_sigmoid"),
+    (4, 2, 3, 17, False, BF16, False, "per_gate", True, True, False, True, "elu", "softsign"),
+    (3, 2, 5, 9, True, F64, True, "shared", True, False, False, True, "softplus", "silu"),
+    (3, 2, 5, 9, False, F64, False, None, False, True, False, False, "exponential", "sigmoid"),
+    (1, 1, 2, 1, True, F32, False, None, False, False, False, True, "relu", "sigmoid"),
+    (1, 1, 2, 1, False, F32, True, None, True, False, False, True, "linear", "selu"),
+    (40, 12, 3, 40, True, F32, True, None, False, False, False, True, "tanh", "sigmoid"),
+    (40, 12, 3, 40, False, BF16, True, None, False, True, False, True, "tanh", "sigmoid"),
 ]
+QUICK = [0, 3, 4, 8]  # fp32 + bf16, both conventions, float64 (stepwise), many rows
+
+# Cases for the persistent paths' multi-CTA geometry: (dtype, reset_after, mask, idm, rdm,
+# go_backwards, zero_output); the shape comes from pick_shape().
+GEOMETRY_CASES = [
+    (F32, True, True, "per_gate", True, True, False),
+    (BF16, False, True, "shared", True, False, True),
+    (F16, True, False, None, False, False, False),
+]
+GEOMETRY_T, GEOMETRY_F = 6, 3
+# (B, H) candidates, smallest first: H = 40 is 10 CTAs of 4 units on both paths.
+SHAPE_CANDIDATES = [(6, 40), (12, 40), (24, 72), (40, 136)]
+
+# Agreement with the stepwise results, relative to max(|stepwise|, 1).
+AGREE = {F32: 1e-4, F16: 3e-2, BF16: 5e-2, F64: 1e-9}
 
 
-def run_case(T, B, F, H, reset_after, dtype, mask, idm, rdm, go_backwards, zero_output, bias,
-             activation, recurrent_activation):
+def forced_plan(path, B, T, H, dtype, reset_after, rdm):
+    with dispatch.force_path(path):
+        return dispatch.explain(B, T, H, dtype=dtype, reset_after=reset_after,
+                                recurrent_dropout=rdm)
+
+
+def pick_shape(path, dtype, reset_after, rdm):
+    """The smallest (B, H) for which the forced plan of `path` has several CTAs (grid path:
+    at least 4) or at least 2 clusters of at least 2 CTAs (cluster path), forward and
+    backward; None if no candidate fits."""
+    for B, H in SHAPE_CANDIDATES:
+        r = forced_plan(path, B, GEOMETRY_T, H, dtype, reset_after, rdm)
+        plans = [r["capacity"]["forward"], r["capacity"]["backward"]]
+        if any(p["path"] != path for p in plans):
+            continue
+        if path == "persistent" and all(p["ctas"] >= 4 for p in plans):
+            return B, H, plans
+        if path == "persistent_cluster" and all(p["ctas"] >= 2 and p["clusters"] >= 2
+                                                for p in plans):
+            return B, H, plans
+    return None
+
+
+def make_inputs(T, B, F, H, reset_after, dtype, mask, idm, rdm, bias):
     dev = "cuda"
     g = torch.Generator(device="cpu").manual_seed(T * 1000 + B * 100 + H)
 
@@ -61,27 +113,133 @@ def run_case(T, B, F, H, reset_after, dtype, mask, idm, rdm, go_backwards, zero_
     elif idm == "per_gate":
         im = ((torch.rand(3, B, F, generator=g) > 0.3).double() / 0.7).to(dev, dtype)
     rm = ((torch.rand(3, B, H, generator=g) > 0.3).double() / 0.7).to(dev, dtype) if rdm else None
+    return x, kernel, recurrent, b, h0, m, im, rm
+
+
+def run_case(path, T, B, F, H, reset_after, dtype, mask, idm, rdm, go_backwards, zero_output,
+             bias, activation, recurrent_activation):
+    """Forward (saved), backward and inference forward with `path` forced. Returns
+    (results, problems): the tensors, and what went wrong (a fallback, non-finite values)."""
+    x, kernel, recurrent, b, h0, m, im, rm = make_inputs(T, B, F, H, reset_after, dtype, mask,
+                                                         idm, rdm, bias)
     ids = FUSED_IDS[activation], FUSED_IDS[recurrent_activation]
-    outputs, final, states, workspace = torch.ops.gru_cuda.gru_forward(
-        x, kernel, recurrent, b, h0, m, im, rm, reset_after, *ids, go_backwards, zero_output, True)
-    grads = torch.ops.gru_cuda.gru_backward(
-        torch.ones_like(outputs), torch.ones_like(final), x, kernel, recurrent, h0, states,
-        workspace, m, im, rm, bias, reset_after, *ids, go_backwards, zero_output)
-    torch.ops.gru_cuda.gru_forward(  # the inference path (no saved tensors)
-        x, kernel, recurrent, b, h0, m, im, rm, reset_after, *ids, go_backwards, zero_output, False)
+    problems = []
+    empty = T * B * H == 0
+
+    def ran(direction):
+        r = dispatch.last_path()
+        if not empty and r[direction] != path:
+            problems.append(f"{direction} ran {r[direction]!r} ({r[direction + '_reason']}) "
+                            f"instead of the forced {path!r}")
+        return f"{r[direction]} ({r[direction + '_reason']})"
+
+    with dispatch.force_path(path):
+        outputs, final, states, workspace = torch.ops.gru_cuda.gru_forward(
+            x, kernel, recurrent, b, h0, m, im, rm, reset_after, *ids, go_backwards,
+            zero_output, True)
+        fwd_reason = ran("forward")
+        grads = torch.ops.gru_cuda.gru_backward(
+            torch.ones_like(outputs), torch.ones_like(final), x, kernel, recurrent, h0, states,
+            workspace, m, im, rm, bias, reset_after, *ids, go_backwards, zero_output)
+        bwd_reason = ran("backward")
+        inference = torch.ops.gru_cuda.gru_forward(  # the inference path (no saved tensors)
+            x, kernel, recurrent, b, h0, m, im, rm, reset_after, *ids, go_backwards,
+            zero_output, False)
+        ran("forward")
     torch.cuda.synchronize()
-    return all(torch.isfinite(t).all().item() for t in (outputs, final, *grads) if t.numel())
+    results = [outputs, final, *grads, inference[0], inference[1]]
+    if not all(torch.isfinite(t).all().item() for t in results if t.numel()):
+        problems.append("non-finite result")
+    return results, problems, (fwd_reason, bwd_reason)
 
 
-def main():
+def compare(results, baseline, dtype):
+    worst = 0.0
+    for a, e in zip(results, baseline):
+        if a.numel() == 0:
+            continue
+        e64 = e.double()
+        scale = max(e64.abs().max().item(), 1.0)
+        worst = max(worst, (a.double() - e64).abs().max().item() / scale)
+    return worst, worst <= AGREE[dtype]
+
+
+def fmt(case):
+    T, B, F, H, ra, dtype = case[:6]
+    return (f"T={T} B={B} F={F} H={H} {'reset_after' if ra else 'reset_before'} "
+            f"{str(dtype).replace('torch.', '')}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--paths", default=None,
+                    help="comma-separated kernel paths (default: every path of this device)")
+    ap.add_argument("--quick", action="store_true", help="a few cases per path")
+    args = ap.parse_args(argv)
     if not (torch.cuda.is_available() and gru_cuda.build_info()["cuda"]):
         print("cuda_sanitizer_targets: needs a CUDA GPU and a CUDA build of gru_cuda")
+        return 2
+    here = dispatch.kernel_paths("cuda")
+    paths = here if args.paths is None else [p.strip() for p in args.paths.split(",") if p.strip()]
+    unknown = [p for p in paths if p not in dispatch.CUDA_PATHS]
+    if unknown:
+        ap.error(f"--paths: unknown {unknown}; choose from {list(dispatch.CUDA_PATHS)}")
+    missing = [p for p in paths if p not in here]
+    if missing:
+        print(f"cuda_sanitizer_targets: {missing} do not run on this device (it has {here})")
         return 1
-    bad = [case for case in CASES if not run_case(*case)]
-    for case in bad:
-        print("non-finite result:", case)
-    print(f"cuda_sanitizer_targets: {len(CASES)} cases, {len(bad)} with non-finite results")
-    return 1 if bad else 0
+    print(f"cuda_sanitizer_targets: {torch.cuda.get_device_name()}, paths {paths}")
+
+    cases = [CASES[i] for i in QUICK] if args.quick else list(CASES)
+    work = [(case, p) for case in cases for p in paths]  # (case, path) to run
+    for path in paths:
+        if path == "stepwise":
+            continue
+        for i, (dtype, ra, mask, idm, rdm, gb, zo) in enumerate(GEOMETRY_CASES):
+            if args.quick and i > 0:
+                break
+            picked = pick_shape(path, dtype, ra, rdm)
+            if picked is None:
+                print(f"  [{path}] no candidate shape gives a multi-CTA geometry: FAILED")
+                return 1
+            B, H, plans = picked
+            geo = "; ".join(f"{d} {p['ctas']} CTAs x {p['units_per_cta']} units"
+                            + (f", {p['clusters']} clusters" if path != "persistent" else "")
+                            for d, p in zip(("forward", "backward"), plans))
+            print(f"  [{path}] geometry case B={B} H={H}: {geo}")
+            case = (GEOMETRY_T, B, GEOMETRY_F, H, ra, dtype, mask, idm, rdm, gb, zo, True,
+                    "tanh", "sigmoid")
+            work += [(case, p) for p in dict.fromkeys(["stepwise", path]) if p in paths]
+
+    work = list(dict.fromkeys(work))  # a geometry case two paths picked runs stepwise once
+    failures, runs, baselines = 0, 0, {}
+    for case, path in sorted(work, key=lambda cp: cp[1] != "stepwise"):  # stepwise first
+        T, B, F, H, ra, dtype = case[:6]
+        rdm = case[8]
+        if path != "stepwise" and T * B * H:
+            r = forced_plan(path, B, T, H, dtype, ra, rdm)
+            if r["path"] != path or r["backward_path"] != path:
+                why = r["reason"] if r["path"] != path else r["backward_reason"]
+                target = "stepwise" if "stepwise" in paths else "no requested path"
+                print(f"  [{path}] {fmt(case)}: routed to {target} ({why})")
+                continue
+        results, problems, reasons = run_case(path, *case)
+        runs += 1
+        key = case
+        note = ""
+        if path == "stepwise":
+            baselines[key] = results
+        elif key in baselines:
+            worst, ok = compare(results, baselines[key], dtype)
+            note = f", max deviation from stepwise {worst:.1e}"
+            if not ok:
+                problems.append(f"differs from stepwise by {worst:.1e} (> {AGREE[dtype]:.0e})")
+        status = "ok" if not problems else "FAILED: " + "; ".join(problems)
+        print(f"  [{path}] {fmt(case)}: forward ran {reasons[0]}, backward ran {reasons[1]}"
+              f"{note}: {status}")
+        failures += bool(problems)
+    print(f"cuda_sanitizer_targets: {runs} runs, {failures} failed")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import gru_cuda
 from gru_cuda import GRU
 from gru_cuda.functional import gru
 
-CUDA = torch.cuda.is_available() and gru_cuda.build_info()["cuda"]
+from conftest import requires_cuda
+
 FWD_OP = torch.ops.gru_cuda.gru_forward.default
 
 CONFIGS = [
@@ -218,8 +218,7 @@ def test_cpu_autocast_layer():
     _assert_close_lowp(out, out32, "layer outputs")
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU and a CUDA build")
+@requires_cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 def test_cuda_autocast(cfg, dtype):

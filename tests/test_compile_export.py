@@ -20,11 +20,11 @@ import torch
 from functorch.compile import make_boxed_func
 from torch._dynamo.backends.common import aot_autograd
 
-import gru_cuda
 from gru_cuda import GRU
 from gru_cuda.functional import gru
 
-CUDA = torch.cuda.is_available() and gru_cuda.build_info()["cuda"]
+from conftest import requires_cuda
+
 FWD_OP = torch.ops.gru_cuda.gru_forward.default
 BWD_OP = torch.ops.gru_cuda.gru_backward.default
 
@@ -374,8 +374,7 @@ def test_export_layer_dynamic_shapes():
 
 # ---- CUDA graphs ------------------------------------------------------------------------------
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU and a CUDA build")
+@requires_cuda
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_cuda_graph_capture_forward_backward(name):
     """Forward + backward captured once, replayed on new data copied into the static inputs;

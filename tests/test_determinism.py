@@ -15,13 +15,12 @@ import textwrap
 import pytest
 import torch
 
-import gru_cuda
 from gru_cuda import GRU
 from gru_cuda.functional import gru
 
-CUDA = torch.cuda.is_available() and gru_cuda.build_info()["cuda"]
-DEVICES = ["cpu", pytest.param("cuda", marks=[
-    pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU and a CUDA build")])]
+from conftest import requires_cuda
+
+DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]  # the cuda marker skips without a GPU
 
 CONFIGS = {
     "reset_after": dict(reset_after=True),

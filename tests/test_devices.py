@@ -10,12 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import gru_cuda
 from gru_cuda import reference
 from gru_cuda.functional import gru
 
-CUDA = torch.cuda.is_available() and gru_cuda.build_info()["cuda"]
-requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU and a CUDA build")
+from conftest import requires_cuda
+
 
 B, T, F, H = 3, 4, 2, 5
 ARGS = ("x", "kernel", "recurrent_kernel", "bias", "initial_state", "mask", "input_dropout_mask",
@@ -136,7 +135,6 @@ def test_raw_backward_saved_tensor_on_meta():
 # ---- CUDA -------------------------------------------------------------------------------------
 
 @requires_cuda
-@pytest.mark.cuda
 @pytest.mark.parametrize("fn", [gru, reference.gru], ids=["functional", "reference"])
 @pytest.mark.parametrize("name", ARGS[1:])
 def test_cuda_inputs_with_one_cpu_argument(fn, name):
@@ -148,7 +146,6 @@ def test_cuda_inputs_with_one_cpu_argument(fn, name):
 
 
 @requires_cuda
-@pytest.mark.cuda
 def test_cpu_inputs_with_cuda_weights():
     a = _problem("cpu")
     for k in ("kernel", "recurrent_kernel", "bias"):
@@ -159,7 +156,6 @@ def test_cpu_inputs_with_cuda_weights():
 
 
 @requires_cuda
-@pytest.mark.cuda
 @pytest.mark.parametrize("name", ARGS[1:])
 def test_raw_forward_cuda_with_one_cpu_argument(name):
     tm = _raw(_problem("cuda"))
@@ -170,7 +166,6 @@ def test_raw_forward_cuda_with_one_cpu_argument(name):
 
 
 @requires_cuda
-@pytest.mark.cuda
 @pytest.mark.parametrize("name", ["grad_outputs", "grad_final_state", "states", "workspace",
                                   "mask"])
 def test_raw_backward_cuda_with_one_cpu_argument(name):
@@ -188,7 +183,6 @@ def test_raw_backward_cuda_with_one_cpu_argument(name):
 
 
 @requires_cuda
-@pytest.mark.cuda
 def test_layer_on_cpu_with_cuda_input_and_cpu_mask():
     layers = pytest.importorskip("gru_cuda.layers")
     if not hasattr(layers, "GRU"):
@@ -203,8 +197,8 @@ def test_layer_on_cpu_with_cuda_input_and_cpu_mask():
     _assert_names(str(info.value), "mask", "cpu", "cuda:0")
 
 
-@pytest.mark.skipif(not CUDA or torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
-@pytest.mark.cuda
+@requires_cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_two_gpus():
     a = _problem("cuda:0")
     a["recurrent_kernel"] = a["recurrent_kernel"].to("cuda:1")

@@ -34,9 +34,9 @@ import gru_cuda
 from gru_cuda import reference
 from gru_cuda.functional import gru
 
-CUDA = torch.cuda.is_available() and gru_cuda.build_info()["cuda"]
-DEVICES = ["cpu", pytest.param("cuda", marks=[
-    pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU and a CUDA build")])]
+from conftest import requires_cuda
+
+DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]  # the cuda marker skips without a GPU
 ITER = max(1, int(os.environ.get("GRU_FUZZ_ITERATIONS", "1")))
 
 ARG_NAMES = ("x", "kernel", "recurrent_kernel", "bias", "initial_state", "mask",

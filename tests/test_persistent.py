@@ -5,12 +5,12 @@ CPU part, runs everywhere: gru_cuda.dispatch on a CPU device or a CPU-only build
 capacity model through gru_cuda._C.persistent_plan (a what-if for published H100 and A100
 figures) when the build has it.
 
-CUDA part, skipped cleanly without a GPU and a CUDA build with the persistent kernels: every
-option of the functional API forced onto each persistent path against the float64 reference
-(gru_cuda.reference on the CPU), gradients included; sizes around the capacity boundaries; odd
-sizes (H not a multiple of 32, B = 1, T = 1, long T); every fused activation (the run-time
-activation kernel); determinism; a refused cooperative launch falling back to stepwise; CUDA
-graph capture. Under compute-sanitizer run a subset, e.g. `-k "plain or shapes"`.
+CUDA part (the `cuda` marker), skipped cleanly without a GPU and a CUDA build with the
+persistent kernels: sizes around the capacity boundaries against the float64 reference; a
+refused cooperative launch falling back to stepwise; forced stepwise and automatic dispatch
+against explain(); the barrier benchmark. Every option, activation and shape on every forced
+path is in test_cuda_ops.py, CUDA graphs in test_cuda_graphs.py, the geometries production
+picks in test_cuda_paths.py. Under compute-sanitizer run tests/cuda_sanitizer_targets.py.
 """
 
 import pytest
@@ -19,19 +19,24 @@ import torch
 import gru_cuda
 from gru_cuda import dispatch, reference
 from gru_cuda._library import _C
-from gru_cuda.activations import FUSED_NAMES
 from gru_cuda.functional import gru
 
-from conftest import assert_close_rel
-from cuda_problems import ARG_NAMES, make_problem, prepare_args
+from conftest import assert_close_rel, requires_cuda
+from cuda_problems import TOL, check_against_reference, make_problem, prepare_args
 
 CUDA = torch.cuda.is_available() and gru_cuda.build_info()["cuda"]
 PERSISTENT_BUILT = CUDA and hasattr(_C, "persistent_set_path")
 HAS_MODEL = hasattr(_C, "persistent_plan")
 PERSISTENT_PATHS = ("persistent", "persistent_cluster")
 
-requires_persistent = pytest.mark.skipif(
-    not PERSISTENT_BUILT, reason="needs a CUDA GPU and a CUDA build with the persistent kernels")
+
+def requires_persistent(test):
+    """GPU-only (the `cuda` marker, which also skips without a GPU) and the persistent kernels."""
+    return requires_cuda(pytest.mark.skipif(
+        not PERSISTENT_BUILT,
+        reason="needs a CUDA GPU and a CUDA build with the persistent kernels")(test))
+
+
 requires_model = pytest.mark.skipif(
     not HAS_MODEL, reason="this build does not expose the capacity model (_C.persistent_plan)")
 
@@ -235,14 +240,13 @@ def test_explain_what_if():
 
 
 # =============================================================================================
-# CUDA part
+# CUDA part (every option, activation and shape on every forced path: test_cuda_ops.py; CUDA
+# graphs: test_cuda_graphs.py; production geometries: test_cuda_paths.py)
 # =============================================================================================
 
-TOL = {  # (forward, gradient), relative to max(|reference|, 1)
-    torch.float32: (2e-5, 5e-5),
-    torch.float16: (1e-2, 1.5e-2),
-    torch.bfloat16: (2e-2, 3e-2),
-}
+check_path = check_against_reference  # (p, kw, dtype, path): forced, vs the reference
+
+
 def _paths_here():
     return dispatch.kernel_paths("cuda") if PERSISTENT_BUILT else []
 
@@ -261,119 +265,6 @@ def _exact_fp32():
     torch.backends.cuda.matmul.allow_tf32 = False
     yield
     torch.backends.cuda.matmul.allow_tf32 = saved
-
-
-def _run(fn, args, kw, grad_out, grad_state, grads=True):
-    out, state = fn(*args, **kw)
-    leaves = [a for a in args if a is not None]
-    if not grads:
-        return out, state, []
-    loss = (out * grad_out.to(out)).sum() + (state * grad_state.to(state)).sum()
-    gs = torch.autograd.grad(loss, leaves, allow_unused=True)
-    return out, state, [torch.zeros_like(a) if g is None else g for a, g in zip(leaves, gs)]
-
-
-def check_path(p, kw, dtype, path, *, grads=True, **options):
-    """`path` forced, in `dtype` on the GPU, vs the float64 CPU reference; checks that the
-    forward (and backward) really ran on `path`."""
-    ref_args, ref_kw = prepare_args(p, kw, torch.float64, "cpu")
-    r_probe = reference.gru(*[None if a is None else a.detach() for a in ref_args], **ref_kw,
-                            **options)
-    grad_out = torch.randn(r_probe[0].shape, dtype=torch.float64)
-    grad_state = torch.randn(r_probe[1].shape, dtype=torch.float64)
-    r_out, r_state, r_grads = _run(lambda *a, **k: reference.gru(*a, **k, **options), ref_args,
-                                   ref_kw, grad_out, grad_state, grads)
-    args, ckw = prepare_args(p, kw, dtype, "cuda")
-    with dispatch.force_path(path):
-        c_out, c_state, c_grads = _run(lambda *a, **k: gru(*a, **k, **options), args, ckw,
-                                       grad_out.cuda(), grad_state.cuda(), grads)
-        torch.cuda.synchronize()
-    ran = dispatch.last_path()
-    assert ran["forward"] == path, ran
-    if grads:
-        assert ran["backward"] == path, ran
-    tol_f, tol_g = TOL[dtype]
-    assert_close_rel(c_out, r_out, tol_f, "outputs")
-    assert_close_rel(c_state, r_state, tol_f, "final_state")
-    names = [n for n, a in zip(ARG_NAMES, ref_args) if a is not None]
-    for n, c, r in zip(names, c_grads, r_grads):
-        assert c.dtype == dtype, n
-        assert_close_rel(c, r, tol_g, f"grad {n}")
-    return c_out, c_state, c_grads
-
-
-SCENARIOS = {
-    "plain": dict(),
-    "go_backwards": dict(options=dict(go_backwards=True)),
-    "time_major": dict(problem=dict(time_major=True)),
-    "no_bias": dict(problem=dict(bias=False)),
-    "no_initial_state": dict(problem=dict(h0=False)),
-    "mask": dict(problem=dict(mask="random")),
-    "mask_zero_output": dict(problem=dict(mask="random"), options=dict(zero_output_for_mask=True)),
-    "right_padded_backwards": dict(problem=dict(mask="right_padded"),
-                                   options=dict(go_backwards=True)),
-    "left_padded_zero_output": dict(problem=dict(mask="left_padded"),
-                                    options=dict(zero_output_for_mask=True)),
-    "input_dropout_shared": dict(problem=dict(idm="shared")),
-    "input_dropout_per_gate": dict(problem=dict(idm="per_gate")),
-    "recurrent_dropout": dict(problem=dict(rdm=True)),
-    "everything": dict(problem=dict(mask="random", idm="per_gate", rdm=True, time_major=True),
-                       options=dict(go_backwards=True)),
-    "everything_zero_output_no_bias": dict(
-        problem=dict(mask="random", idm="shared", rdm=True, bias=False),
-        options=dict(go_backwards=True, zero_output_for_mask=True)),
-}
-
-
-@requires_persistent
-@pytest.mark.parametrize("path", PERSISTENT_PATHS)
-@pytest.mark.parametrize("dtype", list(TOL), ids=str)
-@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_options_against_reference(scenario, reset_after, dtype, path):
-    _need(path)
-    s = SCENARIOS[scenario]
-    p, kw = make_problem(7, 5, 6, 37, reset_after=reset_after, **s.get("problem", {}))
-    check_path(p, kw, dtype, path, **s.get("options", {}))
-
-
-@requires_persistent
-@pytest.mark.parametrize("path", PERSISTENT_PATHS)
-@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
-@pytest.mark.parametrize("role", ["activation", "recurrent_activation"])
-@pytest.mark.parametrize("name", FUSED_NAMES)
-def test_every_activation(name, role, reset_after, path):
-    _need(path)
-    other = {"activation": "tanh", "recurrent_activation": "sigmoid"}
-    other[role] = name
-    bounded = ("sigmoid", "hard_sigmoid", "tanh", "softsign")
-    scale = 0.1 if role == "recurrent_activation" and name not in bounded else 0.3
-    p, kw = make_problem(6, 3, 4, 9, reset_after=reset_after, mask="random", rdm=True,
-                         scale=scale)
-    check_path(p, kw, torch.float32, path, **other)
-
-
-# (T, B, F, H): H not a multiple of 32 or of 4, B = 1, T = 1, several batch tiles with a
-# remainder below 8 rows, long T.
-SHAPES = [(1, 1, 3, 5), (3, 1, 2, 33), (1, 4, 5, 1), (9, 2, 1, 65), (4, 300, 3, 7),
-          (5, 70, 4, 130), (2, 9, 3, 257), (600, 2, 3, 16)]
-
-
-@requires_persistent
-@pytest.mark.parametrize("path", PERSISTENT_PATHS)
-@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
-@pytest.mark.parametrize("T,B,F,H", SHAPES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_shapes(T, B, F, H, reset_after, path, dtype):
-    _need(path)
-    with dispatch.force_path(path):
-        plan = dispatch.explain(B, T, H, F, dtype=dtype, reset_after=reset_after,
-                                recurrent_dropout=True)
-    if plan["path"] != path or plan["backward_path"] != path:
-        pytest.skip(f"{path} does not fit this shape: {plan['reason']}")
-    p, kw = make_problem(T, B, F, H, reset_after=reset_after, mask="random", rdm=True,
-                         scale=0.5 if T < 100 else 0.3)
-    check_path(p, kw, dtype, path)
 
 
 @requires_persistent
@@ -408,26 +299,6 @@ def test_capacity_boundary(path, dtype, reset_after):
 
 
 @requires_persistent
-@pytest.mark.parametrize("path", PERSISTENT_PATHS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
-def test_deterministic(path, dtype, reset_after):
-    _need(path)
-    p, kw = make_problem(40, 19, 8, 72, reset_after=reset_after, mask="random", rdm=True,
-                         idm="per_gate")
-    args, ckw = prepare_args(p, kw, dtype, "cuda")
-    grad_out = torch.randn(19, 40, 72, dtype=torch.float64).cuda()
-    grad_state = torch.randn(19, 72, dtype=torch.float64).cuda()
-    with dispatch.force_path(path):
-        first = _run(gru, args, ckw, grad_out, grad_state)
-        second = _run(gru, args, ckw, grad_out, grad_state)
-    assert dispatch.last_path()["forward"] == path
-    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
-    for a, b in zip(first[2], second[2]):
-        assert torch.equal(a, b)
-
-
-@requires_persistent
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
 def test_refused_cooperative_launch_falls_back(reset_after):
     """A grid the device cannot hold at once is refused by cudaLaunchCooperativeKernel; the
@@ -458,28 +329,6 @@ def test_forced_stepwise_and_auto_agree_with_explain():
     with torch.no_grad():
         gru(*args, **ckw)
     assert dispatch.last_path()["forward"] == dispatch.explain(4, 5, 48, 3)["path"]
-
-
-@requires_persistent
-@pytest.mark.parametrize("path", PERSISTENT_PATHS)
-def test_cuda_graph_capture(path):
-    _need(path)
-    p, kw = make_problem(12, 4, 5, 40, reset_after=True, mask="random")
-    args, ckw = prepare_args(p, kw, torch.float32, "cuda")
-    args = [None if a is None else a.detach() for a in args]
-    with dispatch.force_path(path), torch.no_grad():
-        eager = gru(*args, **ckw)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            gru(*args, **ckw)  # warm-up outside the capture
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            captured = gru(*args, **ckw)
-        graph.replay()
-        torch.cuda.synchronize()
-    assert torch.equal(captured[0], eager[0]) and torch.equal(captured[1], eager[1])
 
 
 @requires_persistent

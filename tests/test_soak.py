@@ -16,10 +16,10 @@ import time
 import pytest
 import torch
 
-import gru_cuda
 from gru_cuda.functional import gru
 
-CUDA = torch.cuda.is_available() and gru_cuda.build_info()["cuda"]
+from conftest import requires_cuda
+
 STEPS = 2000
 WARMUP = 200
 RSS_GROWTH_LIMIT_MB = 50.0
@@ -138,7 +138,6 @@ def test_soak_cpu(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.cuda
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU and a CUDA build")
+@requires_cuda
 def test_soak_cuda(capsys):
     _soak("cuda", capsys)
