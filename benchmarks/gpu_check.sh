@@ -128,7 +128,7 @@ if [ $BUILD_OK -eq 1 ]; then
   phase selftest 120 "$PY -m gru_cuda.selftest --json '$WORK/selftest.json'"
 
   # -- the CUDA tests (marker cuda); the slow CPU emulation tests are not GPU tests
-  phase tests 180 "$PY -m pytest -m cuda -q -p no:cacheprovider --junitxml='$LOGS/pytest_junit.xml' tests"
+  phase tests 180 "$PY -m pytest -m 'cuda and not slow' -q -p no:cacheprovider --junitxml='$LOGS/pytest_junit.xml' tests"
 
   # -- compute-sanitizer on the small workload that covers every path (CPU: the sanitize tier)
   if [ $DRY -eq 1 ]; then
