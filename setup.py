@@ -43,7 +43,15 @@ def use_cuda() -> bool:
             f"(torch.version.cuda={torch.version.cuda}) or no CUDA toolkit was found "
             f"(CUDA_HOME={CUDA_HOME})"
         )
-    return available if forced == "auto" else forced == "cuda"
+    cuda = available if forced == "auto" else forced == "cuda"
+    # torch derives CUDA_HOME from nvcc's place on PATH; a wrapper script there (e.g.
+    # /usr/local/bin/nvcc) gives a folder without headers and a late, cryptic compile error.
+    if cuda and not os.path.isfile(os.path.join(CUDA_HOME, "include", "cuda_runtime_api.h")):
+        raise SystemExit(
+            f"CUDA build: CUDA_HOME={CUDA_HOME} has no include/cuda_runtime_api.h; set CUDA_HOME "
+            "to the CUDA toolkit's folder (e.g. /usr/local/cuda), or GRU_CUDA_BUILD=cpu"
+        )
+    return cuda
 
 
 def require_ninja() -> None:

@@ -27,6 +27,7 @@
 #   GRU_CHECK_KEEP=1 keep the scratch folder and the editable install afterwards
 #   TORCH_CUDA_ARCH_LIST (default 9.0), MAX_JOBS (default 2): as for setup.py
 #   PYTHON           the interpreter that creates the venv (default: python3)
+#   CUDA_HOME        the CUDA toolkit (default: the one of the nvcc on PATH, else /usr/local/cuda)
 set -uo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -67,8 +68,19 @@ fail() {
 
 command -v nvcc >/dev/null 2>&1 || fail "nvcc not found on PATH"
 NVCC_VERSION=$(nvcc --version | sed -n 's/.*release \([0-9][0-9.]*\).*/\1/p')
+# torch takes CUDA_HOME from the environment, else from nvcc's place on PATH; an nvcc on PATH
+# that is a wrapper script (e.g. /usr/local/bin/nvcc) gives a folder without the CUDA headers.
+if [ -z "${CUDA_HOME:-}" ]; then
+  for dir in "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")" /usr/local/cuda; do
+    if [ -f "$dir/include/cuda_runtime_api.h" ] && [ -x "$dir/bin/nvcc" ]; then
+      export CUDA_HOME=$dir
+      break
+    fi
+  done
+  [ -n "${CUDA_HOME:-}" ] || fail "no CUDA toolkit with include/cuda_runtime_api.h found: set CUDA_HOME"
+fi
 echo "check_cuda_build: $TORCH_SPEC, nvcc $NVCC_VERSION, TORCH_CUDA_ARCH_LIST=$ARCHS, MAX_JOBS=$JOBS"
-echo "venv: $VENV"
+echo "venv: $VENV; CUDA_HOME=$CUDA_HOME"
 
 # ---- 1. the venv ----------------------------------------------------------------------------
 step "1. venv with $TORCH_SPEC (CUDA), numpy, ninja, setuptools, wheel"
