@@ -126,7 +126,7 @@ if ! (cd "$SCRATCH/src" && PATH="$VENV/bin:$PATH" GRU_CUDA_BUILD=cuda TORCH_CUDA
   tail -n 40 "$LOG"
   fail "the CUDA build failed (log: $LOG; GRU_CHECK_KEEP=1 keeps it)"
 fi
-echo "   $(grep -c "nvcc" "$LOG") nvcc lines, $(grep -ci "warning" "$LOG") warning lines in the log"
+echo "   $(grep -c "^ *\[[0-9]*/[0-9]*\] " "$LOG") compile/link steps, $(grep -ci "warning" "$LOG") lines with \"warning\" in the log"
 done_step
 
 # ---- 4. the import check, from outside the tree ------------------------------------------------
