@@ -6,6 +6,12 @@ Environment:
   GRU_CUDA_BUILD=cpu|cuda   force the CPU-only or the CUDA build (default: auto)
   TORCH_CUDA_ARCH_LIST      CUDA architectures; defaults to "8.0;9.0" when no GPU is visible
   MAX_JOBS                  parallel compile jobs (honoured by torch's ninja build)
+  GRU_CUDA_ALLOW_SERIAL_BUILD=1
+                            build without ninja, with torch's serial distutils backend (one
+                            file at a time: about an hour for the CUDA build). Without it a
+                            missing ninja stops the build: `pip install --no-build-isolation`
+                            ignores pyproject.toml's build requirements, so ninja is not
+                            installed for you; `pip install ninja` first.
 """
 import glob
 import os
@@ -15,6 +21,7 @@ from setuptools import find_packages, setup
 
 try:
     import torch
+    from torch.utils import cpp_extension
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 except ImportError as e:  # pragma: no cover - a clear message instead of a torch download
     raise SystemExit(
@@ -36,7 +43,53 @@ def use_cuda() -> bool:
             f"(torch.version.cuda={torch.version.cuda}) or no CUDA toolkit was found "
             f"(CUDA_HOME={CUDA_HOME})"
         )
-    return available if forced == "auto" else forced == "cuda"
+    cuda = available if forced == "auto" else forced == "cuda"
+    # torch derives CUDA_HOME from nvcc's place on PATH; a wrapper script there (e.g.
+    # /usr/local/bin/nvcc) gives a folder without headers and a late, cryptic compile error.
+    if cuda and not os.path.isfile(os.path.join(CUDA_HOME, "include", "cuda_runtime_api.h")):
+        raise SystemExit(
+            f"CUDA build: CUDA_HOME={CUDA_HOME} has no include/cuda_runtime_api.h; set CUDA_HOME "
+            "to the CUDA toolkit's folder (e.g. /usr/local/cuda), or GRU_CUDA_BUILD=cpu"
+        )
+    return cuda
+
+
+def require_ninja() -> None:
+    """Stops the build when ninja is missing, unless GRU_CUDA_ALLOW_SERIAL_BUILD=1.
+
+    torch's BuildExtension silently falls back to its serial distutils backend without ninja,
+    which turns minutes into an hour for the CUDA build.
+    """
+    if not cpp_extension.is_ninja_available():
+        # ninja installed into this interpreter's environment, which is not activated (its bin
+        # folder is not on PATH): use it rather than fail.
+        here = os.path.dirname(sys.executable)
+        if os.path.isfile(os.path.join(here, "ninja")):
+            os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
+    if cpp_extension.is_ninja_available():
+        return
+    if os.environ.get("GRU_CUDA_ALLOW_SERIAL_BUILD", "").strip() == "1":
+        bar = "!" * 78
+        print(f"\n{bar}\nWARNING: ninja was not found and GRU_CUDA_ALLOW_SERIAL_BUILD=1: gru_cuda is "
+              "built with torch's serial\ndistutils backend, one file at a time (about an hour for "
+              f"the CUDA build).\n`pip install ninja` makes the build parallel.\n{bar}",
+              file=sys.stderr, flush=True)
+        return
+    raise SystemExit(
+        "gru_cuda's build needs ninja (`ninja --version` failed): `pip install ninja`, then build "
+        "again. `pip install --no-build-isolation` does not install pyproject.toml's build "
+        "requirements, so ninja must be installed beforehand. To build without it anyway (torch's "
+        "serial backend: about an hour for the CUDA build), set GRU_CUDA_ALLOW_SERIAL_BUILD=1."
+    )
+
+
+class BuildExt(BuildExtension):
+    """torch's BuildExtension with ninja required (see require_ninja)."""
+
+    def __init__(self, *args, **kwargs):
+        require_ninja()
+        kwargs.setdefault("use_ninja", True)
+        super().__init__(*args, **kwargs)
 
 
 def rel(pattern):
@@ -67,8 +120,11 @@ def extension():
                          extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=link)
 
 
-setup(
-    packages=find_packages(include=["gru_cuda", "gru_cuda.*"]),
-    ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-)
+# pip runs this file as __main__ too (setuptools' build backend); the guard lets the tests load
+# require_ninja without starting a build.
+if __name__ == "__main__":
+    setup(
+        packages=find_packages(include=["gru_cuda", "gru_cuda.*"]),
+        ext_modules=[extension()],
+        cmdclass={"build_ext": BuildExt},
+    )

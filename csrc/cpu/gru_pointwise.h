@@ -10,38 +10,10 @@
 
 #include "common/activations.h"
 #include "cpu/fast_math.h"
+#include "cpu/gru_cpu_steps.h"
 
 namespace gru_cuda {
 namespace cpu {
-
-// Recurrent products of one step: gate g of row b, unit j is at ptr[b * row + g * gate + j].
-// The fused single GEMM gives a (B, 3H) block (row = 3H, gate = H); per-gate GEMMs with
-// recurrent dropout give (3, B, H) (row = H, gate = B * H).
-template <typename T>
-struct GateView {
-  const T* ptr;
-  int64_t row, gate;
-  const T& at(int64_t b, int64_t g, int64_t j) const { return ptr[b * row + g * gate + j]; }
-};
-
-template <typename T>
-struct ForwardStep {
-  int64_t B, H;
-  const T* gx;        // (B, 3H) input projection of this step's input time, biases b_i included
-  GateView<T> gh;     // recurrent products (reset_after: all 3 gates; otherwise z and r)
-  const T* ghh;       // reset_after=False, second phase: (B, H) (r * hd_h) U_h; else unused
-  const T* bh;        // (3H) recurrent bias, zeros without one (reset_after only)
-  const T* h;         // (B, H) previous state
-  const T* q_h;       // (B, H) recurrent dropout mask of the candidate gate, or nullptr
-  const bool* valid;  // (B) mask at this input time, or nullptr (all valid)
-  const T* prev_out;  // (B, H) previous output, or nullptr (zeros)
-  bool zero_out;      // zero_output_for_mask
-  T* ws;              // (B, WS) this step's workspace row block
-  int64_t ws_width;   // 4H (reset_after) or 3H
-  T* rh;              // reset_after=False: (B, H) r * hd_h for the second GEMM
-  T* state;           // (B, H)
-  T* out;             // (B, H)
-};
 
 // float uses the vectorisable exp/tanh; double keeps libm.
 template <typename T>
@@ -169,23 +141,6 @@ void forward_reset_before_candidate(const ForwardStep<T>& p) {
     if (!row_valid<T>(p.valid, b)) carry_masked_row(p, b);
   });
 }
-
-template <typename T>
-struct BackwardStep {
-  int64_t B, H;
-  const T* dy;        // (B, H) gradient of this step's output
-  T* dh;              // (B, H) in: gradient w.r.t. state_s; out: partial gradient w.r.t. state_{s-1}
-  T* dcarry;          // (B, H) gradient flowing into out_s from later masked steps (in/out)
-  const T* h;         // (B, H) state_{s-1}
-  const T* q_h;       // (B, H) recurrent dropout mask of the candidate gate, or nullptr
-  const T* ws;        // (B, WS) workspace of this step
-  int64_t ws_width;
-  const bool* valid;  // (B) or nullptr
-  bool zero_out;
-  T* dgx;             // (B, 3H) gradient w.r.t. the input projection (row stride 3H)
-  T* dgh;             // (B, 3H) gradient w.r.t. the recurrent products (row stride 3H)
-  const T* drh;       // reset_after=False phase 2: (B, H) da_h U_h^T
-};
 
 // Masked row: the cell result was discarded, so its gate gradients are zero and the state
 // gradient passes through unchanged; the output gradient flows on to out_{s-1} (unless the

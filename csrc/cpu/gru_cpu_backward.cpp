@@ -1,0 +1,162 @@
+// Host side of the CPU backward op (docs/algorithm.md): a reverse loop of a fused pointwise pass
+// (gru_cpu_steps.h) plus the U^T GEMM per step, then the weight gradients as single GEMMs over
+// all T*B rows.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+
+#include <optional>
+#include <tuple>
+
+#include "cpu/gru_cpu_ops.h"
+#include "cpu/gru_cpu_steps.h"
+#include "gru_checks.h"
+
+namespace gru_cuda {
+namespace cpu {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
+    const Tensor& grad_outputs_in, const Tensor& grad_final_in, const Tensor& x_in,
+    const Tensor& kernel_in, const Tensor& rk_in, const Tensor& h0_in, const Tensor& states_in,
+    const Tensor& ws_in, const OptTensor& mask_in, const OptTensor& idm_in,
+    const OptTensor& rdm_in, bool has_bias, bool reset_after, int64_t activation,
+    int64_t recurrent_activation, bool go_backwards, bool zero_output_for_mask) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  const GruSizes s = check_forward_args(x_in, kernel_in, rk_in, std::nullopt, h0_in, mask_in,
+                                        idm_in, rdm_in, reset_after, activation,
+                                        recurrent_activation);
+  check_backward_args(s, grad_outputs_in, grad_final_in, states_in, ws_in, reset_after, x_in);
+  const int64_t T = s.T, B = s.B, F = s.F, H = s.H;
+  const at::ScalarType out_type = x_in.scalar_type(), ct = compute_type(out_type);
+  const Tensor x = prepared(x_in, ct), W = prepared(kernel_in, ct), U = prepared(rk_in, ct),
+               h0 = prepared(h0_in, ct), states = prepared(states_in, ct),
+               ws = prepared(ws_in, ct), dY = prepared(grad_outputs_in, ct);
+  const OptTensor idm = prepared(idm_in, ct), rdm = prepared(rdm_in, ct);
+  const OptTensor mask = mask_in.has_value() ? OptTensor(mask_in->contiguous()) : std::nullopt;
+  const auto opts = x.options();
+  const int64_t ws_width = (reset_after ? 4 : 3) * H;
+
+  Tensor dh = prepared(grad_final_in, ct).clone();
+  Tensor dcarry = at::zeros({B, H}, opts);
+  // dgx in input-time order (aligned with x); dgh in processing order (aligned with states).
+  // For reset_after=False they are equal, so only dgx exists.
+  Tensor dgx = at::empty({T, B, 3 * H}, opts);
+  Tensor dgh = reset_after ? at::empty({T, B, 3 * H}, opts) : Tensor();
+  Tensor drh = reset_after ? Tensor() : at::empty({B, H}, opts);
+  Tensor tmp = rdm.has_value() ? at::empty({B, H}, opts) : Tensor();
+  const Tensor ones = at::ones({B, H}, opts);
+  const Tensor Ut = U.t();
+  const int act = static_cast<int>(activation), ract = static_cast<int>(recurrent_activation);
+
+  // dh += sum over gates g in [g0, g1) of q_g * (d_g U_g^T), d = (B, 3H) block of this step.
+  auto add_recurrent_grad = [&](const Tensor& d, int64_t g0, int64_t g1) {
+    if (!rdm.has_value()) {
+      dh.addmm_(d.narrow(1, g0 * H, (g1 - g0) * H), Ut.narrow(0, g0 * H, (g1 - g0) * H));
+      return;
+    }
+    for (int64_t g = g0; g < g1; ++g) {
+      at::mm_out(tmp, d.narrow(1, g * H, H), Ut.narrow(0, g * H, H));
+      dh.addcmul_(tmp, (*rdm)[g]);
+    }
+  };
+
+  AT_DISPATCH_FLOATING_TYPES(ct, "gru_backward_cpu", [&] {
+    using T_ = scalar_t;
+    BackwardStep<T_> p{};
+    p.B = B;
+    p.H = H;
+    p.dh = dh.data_ptr<T_>();
+    p.dcarry = dcarry.data_ptr<T_>();
+    p.q_h = rdm.has_value() ? (*rdm)[2].data_ptr<T_>() : nullptr;
+    p.ws_width = ws_width;
+    p.zero_out = zero_output_for_mask;
+    if (!reset_after) p.drh = drh.data_ptr<T_>();
+    for (int64_t step = T - 1; step >= 0; --step) {
+      const int64_t t = go_backwards ? T - 1 - step : step;
+      p.dy = dY[step].data_ptr<T_>();
+      p.h = (step > 0 ? states[step - 1] : h0).data_ptr<T_>();
+      p.ws = ws[step].data_ptr<T_>();
+      p.valid = mask.has_value() ? (*mask)[t].data_ptr<bool>() : nullptr;
+      p.dgx = dgx[t].data_ptr<T_>();
+      if (reset_after) {
+        p.dgh = dgh[step].data_ptr<T_>();
+        backward_step_reset_after(p, act, ract);
+        add_recurrent_grad(dgh[step], 0, 3);
+      } else {
+        backward_step_reset_before_candidate(p, act, ract);
+        at::mm_out(drh, dgx[t].narrow(1, 2 * H, H), Ut.narrow(0, 2 * H, H));
+        backward_step_reset_before_gates(p, ones.data_ptr<T_>(), ract);
+        add_recurrent_grad(dgx[t], 0, 2);
+      }
+    }
+  });
+
+  // Weight gradients as single GEMMs over all T*B rows.
+  const Tensor x2 = x.view({T * B, F});
+  const Tensor dgx2 = dgx.view({T * B, 3 * H});
+  Tensor grad_x, grad_kernel;
+  if (idm.has_value() && idm->dim() == 3) {
+    grad_x = at::zeros({T, B, F}, opts);
+    grad_kernel = at::empty({F, 3 * H}, opts);
+    for (int64_t g = 0; g < 3; ++g) {
+      const Tensor m = (*idm)[g];
+      const Tensor xg = (x * m).view({T * B, F});
+      const Tensor d = dgx2.narrow(1, g * H, H);
+      grad_kernel.narrow(1, g * H, H).copy_(at::mm(xg.t(), d));
+      grad_x.addcmul_(at::mm(d, W.narrow(1, g * H, H).t()).view({T, B, F}), m);
+    }
+  } else if (idm.has_value()) {
+    grad_kernel = at::mm((x * *idm).view({T * B, F}).t(), dgx2);
+    grad_x = at::mm(dgx2, W.t()).view({T, B, F}).mul_(*idm);
+  } else {
+    grad_kernel = at::mm(x2.t(), dgx2);
+    grad_x = at::mm(dgx2, W.t()).view({T, B, F});
+  }
+
+  // h_{s-1} for every step s, in processing order.
+  Tensor hprev = T > 0 ? at::cat({h0.unsqueeze(0), states.narrow(0, 0, T - 1)}, 0)
+                       : at::empty({0, B, H}, opts);
+  auto dropped = [&](int64_t g) { return rdm.has_value() ? hprev * (*rdm)[g] : hprev; };
+  Tensor grad_rk = at::empty({H, 3 * H}, opts);
+  if (reset_after) {
+    const Tensor dgh2 = dgh.view({T * B, 3 * H});
+    if (!rdm.has_value()) {
+      at::mm_out(grad_rk, hprev.view({T * B, H}).t(), dgh2);
+    } else {
+      for (int64_t g = 0; g < 3; ++g)
+        grad_rk.narrow(1, g * H, H).copy_(at::mm(dropped(g).view({T * B, H}).t(), dgh2.narrow(1, g * H, H)));
+    }
+  } else {
+    // dgx is in input-time order; bring h_{s-1} (and the workspace) to that order too.
+    Tensor hp = go_backwards ? hprev.flip(0) : hprev;
+    Tensor ws_t = go_backwards ? ws.flip(0).contiguous() : ws;
+    for (int64_t g = 0; g < 2; ++g) {  // the dropout masks do not depend on time
+      const Tensor hd_g = rdm.has_value() ? hp * (*rdm)[g] : hp;
+      grad_rk.narrow(1, g * H, H).copy_(at::mm(hd_g.reshape({T * B, H}).t(), dgx2.narrow(1, g * H, H)));
+    }
+    Tensor hd_h = (rdm.has_value() ? hp * (*rdm)[2] : hp).contiguous();
+    Tensor rh_all = at::empty({T, B, H}, opts);
+    AT_DISPATCH_FLOATING_TYPES(ct, "gru_reset_state_cpu", [&] {
+      reset_state_rows(T * B, H, ws_t.data_ptr<scalar_t>(), ws_width, hd_h.data_ptr<scalar_t>(),
+                       rh_all.data_ptr<scalar_t>(), ract);
+    });
+    grad_rk.narrow(1, 2 * H, H).copy_(at::mm(rh_all.view({T * B, H}).t(), dgx2.narrow(1, 2 * H, H)));
+  }
+
+  Tensor grad_bias;
+  if (!has_bias) {
+    grad_bias = at::empty({0}, opts);
+  } else if (reset_after) {
+    grad_bias = at::stack({dgx2.sum(0), dgh.view({T * B, 3 * H}).sum(0)});
+  } else {
+    grad_bias = dgx2.sum(0);
+  }
+  return {grad_x.to(out_type), grad_kernel.to(out_type), grad_rk.to(out_type),
+          grad_bias.to(out_type), dh.to(out_type)};
+}
+
+}  // namespace cpu
+}  // namespace gru_cuda

@@ -1,0 +1,44 @@
+// Host side of the CPU ops gru_cuda::gru_forward / gru_backward (registered in gru_cpu.cpp):
+// the ATen calls (GEMMs, dtype handling) around the pointwise passes of gru_cpu_steps.h.
+#pragma once
+
+// Tensor alone (not ATen/ATen.h): the registration file gru_cpu.cpp includes only this header.
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <tuple>
+
+namespace gru_cuda {
+namespace cpu {
+
+// bfloat16 and float16 compute in float32 (inputs converted once, results converted back).
+inline at::ScalarType compute_type(at::ScalarType t) {
+  return (t == at::kBFloat16 || t == at::kHalf) ? at::kFloat : t;
+}
+
+inline at::Tensor prepared(const at::Tensor& t, at::ScalarType ct) {
+  return t.to(ct).contiguous();
+}
+
+inline std::optional<at::Tensor> prepared(const std::optional<at::Tensor>& t, at::ScalarType ct) {
+  return t.has_value() ? std::optional<at::Tensor>(prepared(*t, ct)) : std::nullopt;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward_cpu(
+    const at::Tensor& x_in, const at::Tensor& kernel_in, const at::Tensor& rk_in,
+    const std::optional<at::Tensor>& bias_in, const at::Tensor& h0_in,
+    const std::optional<at::Tensor>& mask_in, const std::optional<at::Tensor>& idm_in,
+    const std::optional<at::Tensor>& rdm_in, bool reset_after, int64_t activation,
+    int64_t recurrent_activation, bool go_backwards, bool zero_output_for_mask,
+    bool save_for_backward);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_backward_cpu(
+    const at::Tensor& grad_outputs_in, const at::Tensor& grad_final_in, const at::Tensor& x_in,
+    const at::Tensor& kernel_in, const at::Tensor& rk_in, const at::Tensor& h0_in,
+    const at::Tensor& states_in, const at::Tensor& ws_in, const std::optional<at::Tensor>& mask_in,
+    const std::optional<at::Tensor>& idm_in, const std::optional<at::Tensor>& rdm_in,
+    bool has_bias, bool reset_after, int64_t activation, int64_t recurrent_activation,
+    bool go_backwards, bool zero_output_for_mask);
+
+}  // namespace cpu
+}  // namespace gru_cuda

@@ -1,0 +1,89 @@
+// The per-step pointwise passes of the CPU GRU as plain functions of the runtime activation
+// ids, one explicit instantiation per dtype (float, double; bfloat16 and float16 compute in
+// float). The host code (gru_cpu_forward.cpp, gru_cpu_backward.cpp) sees only these
+// declarations; the 144 activation-pair instantiations of each pass live in the small
+// gru_cpu_{fwd,bwd}_{ra,rb}_{f32,f64}.cpp files (gru_cpu_steps_impl.h), which compile in
+// parallel instead of as one long translation unit.
+//
+// Every function expects validated activation ids (check_forward_args); an unknown id runs
+// nothing.
+#pragma once
+
+#include <cstdint>
+
+namespace gru_cuda {
+namespace cpu {
+
+// Recurrent products of one step: gate g of row b, unit j is at ptr[b * row + g * gate + j].
+// The fused single GEMM gives a (B, 3H) block (row = 3H, gate = H); per-gate GEMMs with
+// recurrent dropout give (3, B, H) (row = H, gate = B * H).
+template <typename T>
+struct GateView {
+  const T* ptr;
+  int64_t row, gate;
+  const T& at(int64_t b, int64_t g, int64_t j) const { return ptr[b * row + g * gate + j]; }
+};
+
+template <typename T>
+struct ForwardStep {
+  int64_t B, H;
+  const T* gx;        // (B, 3H) input projection of this step's input time, biases b_i included
+  GateView<T> gh;     // recurrent products (reset_after: all 3 gates; otherwise z and r)
+  const T* ghh;       // reset_after=False, second phase: (B, H) (r * hd_h) U_h; else unused
+  const T* bh;        // (3H) recurrent bias, zeros without one (reset_after only)
+  const T* h;         // (B, H) previous state
+  const T* q_h;       // (B, H) recurrent dropout mask of the candidate gate, or nullptr
+  const bool* valid;  // (B) mask at this input time, or nullptr (all valid)
+  const T* prev_out;  // (B, H) previous output, or nullptr (zeros)
+  bool zero_out;      // zero_output_for_mask
+  T* ws;              // (B, WS) this step's workspace row block
+  int64_t ws_width;   // 4H (reset_after) or 3H
+  T* rh;              // reset_after=False: (B, H) r * hd_h for the second GEMM
+  T* state;           // (B, H)
+  T* out;             // (B, H)
+};
+
+template <typename T>
+struct BackwardStep {
+  int64_t B, H;
+  const T* dy;        // (B, H) gradient of this step's output
+  T* dh;              // (B, H) in: gradient w.r.t. state_s; out: partial gradient w.r.t. state_{s-1}
+  T* dcarry;          // (B, H) gradient flowing into out_s from later masked steps (in/out)
+  const T* h;         // (B, H) state_{s-1}
+  const T* q_h;       // (B, H) recurrent dropout mask of the candidate gate, or nullptr
+  const T* ws;        // (B, WS) workspace of this step
+  int64_t ws_width;
+  const bool* valid;  // (B) or nullptr
+  bool zero_out;
+  T* dgx;             // (B, 3H) gradient w.r.t. the input projection (row stride 3H)
+  T* dgh;             // (B, 3H) gradient w.r.t. the recurrent products (row stride 3H)
+  const T* drh;       // reset_after=False phase 2: (B, H) da_h U_h^T
+};
+
+// Forward, reset_after=True: the whole step (gates, candidate, update) in one pass.
+template <typename T>
+void forward_step_reset_after(const ForwardStep<T>& p, int act, int ract);
+// Forward, reset_after=False, phase 1: z, r and p.rh = r * hd_h (ones: a (B, H) row of ones,
+// used as the candidate's recurrent dropout mask when p.q_h is null).
+template <typename T>
+void forward_step_reset_before_gates(const ForwardStep<T>& p, const T* ones, int ract);
+// Forward, reset_after=False, phase 2: candidate from p.ghh = (r * hd_h) U_h, then the update.
+template <typename T>
+void forward_step_reset_before_candidate(const ForwardStep<T>& p, int act, int ract);
+
+// Backward, reset_after=True: one step's gate gradients into p.dgx and p.dgh.
+template <typename T>
+void backward_step_reset_after(const BackwardStep<T>& p, int act, int ract);
+// Backward, reset_after=False, phase 1: everything that does not need da_h U_h^T.
+template <typename T>
+void backward_step_reset_before_candidate(const BackwardStep<T>& p, int act, int ract);
+// Backward, reset_after=False, phase 2: the reset gate, from p.drh = da_h U_h^T.
+template <typename T>
+void backward_step_reset_before_gates(const BackwardStep<T>& p, const T* ones, int ract);
+// reset_after=False, for dU_h after the loop: out = r * hd_h over all rows (r from ws).
+template <typename T>
+void reset_state_rows(int64_t rows, int64_t H, const T* ws, int64_t ws_width, const T* hd_h,
+                      T* out, int ract);
+
+}  // namespace cpu
+}  // namespace gru_cuda
