@@ -1,8 +1,9 @@
 // Host emulation of the CUDA primitives used by csrc/kernels/ (both kernel families), for the
 // CPU tests: force-included (-include) before any kernel source. Every CUDA thread that can meet
-// a barrier is a real std::thread; __syncthreads and cluster.sync() are std::barrier; a warp
-// shuffle is an exchange through a per-warp array between two warp barriers; the grid barrier is
-// an atomic counter; a cluster's shared memory is the other emulated CTAs' shared memory (DSMEM).
+// a barrier is a real std::thread; __syncthreads and cluster.sync() are barriers (emu::Barrier);
+// a warp shuffle is an exchange through a per-warp array between two warp barriers; the grid
+// barrier is an atomic counter; a cluster's shared memory is the other emulated CTAs' shared
+// memory (DSMEM).
 // Shared memory is exactly the launch's dynamic size (heap, no slack), so that AddressSanitizer
 // sees an access past its end; it starts filled with 0xFF bytes (NaN as fp32) so that a read of an
 // unwritten element shows up.
@@ -30,13 +31,14 @@
 #include <cuda_bf16.h>
 
 #include <atomic>
-#include <barrier>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -48,14 +50,40 @@ namespace emu {
 
 constexpr int kMaxWarps = 32;  // 1024 threads a block
 
+// A reusable barrier of n threads. Waiters block (mutex + condition variable) instead of
+// spinning: hundreds of emulated CUDA threads share two cores. ThreadSanitizer models the
+// mutex exactly, so everything before a thread's arrival happens before every thread's exit.
+class Barrier {
+ public:
+  explicit Barrier(unsigned n) : n_(n) {}
+  void arrive_and_wait() {
+    std::unique_lock<std::mutex> lock(m_);
+    const unsigned long long gen = gen_;
+    if (++count_ == n_) {
+      count_ = 0;
+      ++gen_;
+      cv_.notify_all();
+      return;
+    }
+    cv_.wait(lock, [&] { return gen_ != gen; });
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  const unsigned n_;
+  unsigned count_ = 0;
+  unsigned long long gen_ = 0;
+};
+
 // State shared by the threads of one emulated CTA.
 struct Block {
   unsigned char* smem = nullptr;  // dynamic shared memory, exactly smem_bytes
-  std::barrier<>* bar = nullptr;
-  std::barrier<>* warp_bar[kMaxWarps] = {};
+  Barrier* bar = nullptr;
+  Barrier* warp_bar[kMaxWarps] = {};
   float warp_vals[kMaxWarps][32] = {};
   unsigned char** cluster_smem = nullptr;  // shared memory of the cluster's CTAs, by rank
-  std::barrier<>* cluster_bar = nullptr;
+  Barrier* cluster_bar = nullptr;
   unsigned cluster_size = 1;
 };
 
@@ -87,14 +115,14 @@ class Grid {
       smem_p_.push_back(smem_.back().get());
     }
     for (unsigned c = 0; c < nblocks / cluster_size; ++c)
-      bars_.emplace_back(new std::barrier<>(std::ptrdiff_t(cluster_size) * threads));
+      bars_.emplace_back(new Barrier(cluster_size * threads));
     for (unsigned b = 0; b < nblocks; ++b) {
       auto blk = std::make_unique<Block>();
-      bars_.emplace_back(new std::barrier<>(threads));
+      bars_.emplace_back(new Barrier(threads));
       blk->bar = bars_.back().get();
       for (unsigned w = 0; w * 32 < threads; ++w) {
         const unsigned lanes = threads - w * 32 < 32 ? threads - w * 32 : 32;
-        bars_.emplace_back(new std::barrier<>(lanes));
+        bars_.emplace_back(new Barrier(lanes));
         blk->warp_bar[w] = bars_.back().get();
       }
       blk->smem = smem_p_[b];
@@ -112,7 +140,7 @@ class Grid {
   };
   std::vector<std::unique_ptr<unsigned char[], AlignedDelete>> smem_;
   std::vector<unsigned char*> smem_p_;
-  std::vector<std::unique_ptr<std::barrier<>>> bars_;
+  std::vector<std::unique_ptr<Barrier>> bars_;
   std::vector<std::unique_ptr<Block>> blocks_;
 };
 
