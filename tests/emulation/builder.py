@@ -7,6 +7,7 @@ Kernel sources are never edited: `<<<>>>` launches (which a host compiler cannot
 rewritten into emu::launch calls in copies under the build directory, and a planted bug is a
 rewritten copy too, found first on the include path.
 """
+import functools
 import hashlib
 import os
 import pathlib
@@ -230,6 +231,7 @@ PLANTS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def sanitizer_skip_reason(sanitizer):
     """Why the sanitizer build cannot run here (None when it can)."""
     if cuda_include() is None:
