@@ -47,11 +47,14 @@ def test_clean(sanitizer):
 
 @pytest.mark.parametrize("plant,sanitizer,report,where", [
     ("missing_barrier", "tsan", "WARNING: ThreadSanitizer: data race", "forward_cluster_kernel"),
+    ("missing_barrier_stepwise", "tsan", "WARNING: ThreadSanitizer: data race",
+     "column_sum_chunks_kernel"),
     ("off_by_one", "asan", "ERROR: AddressSanitizer: heap-buffer-overflow", "_kernel"),
 ])
 def test_planted_bug_is_reported(plant, sanitizer, report, where):
-    """A copy of a kernel source with one barrier removed (ThreadSanitizer must report a race)
-    or one loop bound off by one (AddressSanitizer must report an overflow)."""
+    """A copy of a kernel source with one barrier removed (ThreadSanitizer must report a race:
+    a persistent and a stepwise kernel) or one loop bound off by one (AddressSanitizer must
+    report an overflow)."""
     _need(sanitizer)
     exe = builder.driver(sanitizer, plant=plant)
     rc, out = builder.run_driver(exe, sanitizer, builder.PLANTS[plant][4])

@@ -96,13 +96,17 @@ def rewrite_launches(src, kinds):
     return out
 
 
-def write_stepwise_kernels(src_dir, restrict_activations=False):
+STEPWISE_SOURCES = ("kernels/gru_step_kernels.cuh", "kernels/gru_utility_kernels.cu")
+
+
+def write_stepwise_kernels(src_dir, restrict_activations=False, texts=None):
     """Writes the launch-rewritten copies kernels/gru_step_kernels.cuh and
     kernels/emu_utility_kernels.cpp under src_dir. restrict_activations: the step launchers
     dispatch through sd_dispatch (sanitize_stepwise.cpp: two activation pairs) instead of every
-    pair, which keeps the sanitizer builds short."""
-    step = (CSRC / "kernels/gru_step_kernels.cuh").read_text()
-    util = (CSRC / "kernels/gru_utility_kernels.cu").read_text()
+    pair, which keeps the sanitizer builds short. texts: {STEPWISE_SOURCES entry: source text}
+    in place of the file's (a planted bug)."""
+    texts = texts or {}
+    step, util = (texts.get(rel) or (CSRC / rel).read_text() for rel in STEPWISE_SOURCES)
     kinds = {**kernel_kinds(step), **kernel_kinds(util)}
     step = rewrite_launches(step, kinds)
     if restrict_activations:
@@ -224,6 +228,11 @@ PLANTS = {
                         "    __syncthreads();\n",
                         "    gemm(cur, sm.op_stride, q != nullptr, w, J, kp, rows, 0, kRA ? 3 : 2, sm.gs);\n",
                         "--persistent"),
+    # The barrier between the column-sum kernel's per-lane partial sums in shared memory and the
+    # first lane row that adds them up (the stepwise family's one kernel with a barrier).
+    "missing_barrier_stepwise": ("stepwise", "kernels/gru_utility_kernels.cu",
+                                 "  lane_sums[threadIdx.y][threadIdx.x] = sum;\n  __syncthreads();\n",
+                                 "  lane_sums[threadIdx.y][threadIdx.x] = sum;\n", "--stepwise"),
     # The column bound of every stepwise elementwise kernel: one column past each row, i.e. one
     # element past the end of an exactly sized buffer on the last row.
     "off_by_one": ("stepwise", "kernels/gru_device.cuh",
@@ -299,7 +308,11 @@ def driver(sanitizer, plant=None, jobs=2):
         d, inc_flags = base, includes
         if plant is not None and PLANTS[plant][0] == tu:
             d = base / plant
-            write_if_changed(d / "src" / PLANTS[plant][1], planted_source(plant))
+            rel = PLANTS[plant][1]
+            if rel in STEPWISE_SOURCES:  # planted, then launch-rewritten
+                write_stepwise_kernels(d / "src", True, {rel: planted_source(plant)})
+            else:
+                write_if_changed(d / "src" / rel, planted_source(plant))
             inc_flags = [f"-I{d / 'src'}", *includes]
             out_dir = d
         d.mkdir(parents=True, exist_ok=True)
