@@ -1,24 +1,22 @@
 """The CUDA sources (csrc/cuda/gru_cuda_impl.cpp + csrc/kernels/) run on the CPU, no GPU needed.
 
-The kernels are compiled for the host: each `kernel<<<grid, block, 0, stream>>>(args)` is
-rewritten into a loop over the grid's blocks and threads (real threads and a barrier for the
-one kernel with __syncthreads), c10/cuda is replaced by three small shims, and the binding is
-registered as torch.ops.gru_emu on the CPU, with every buffer it allocates filled with NaN
-(an element a kernel forgets to write shows up). ATen's CPU GEMMs stand in for cuBLAS. What
+The kernels are compiled for the host with the emulation kit (tests/emulation/: cuda_emu.h,
+builder.py): each `kernel<<<grid, block, 0, stream>>>(args)` is rewritten into a loop over the
+grid's blocks and threads (real threads and a barrier for the one kernel with __syncthreads),
+c10/cuda is replaced by the kit's shims, and the binding is registered as torch.ops.gru_emu on
+the CPU, with every buffer it allocates filled with NaN (an element a kernel forgets to write
+shows up). ATen's CPU GEMMs stand in for cuBLAS. What
 this checks: the binding's orchestration (buffers, views, strides, step order, go_backwards,
 masks, dropout), the kernels' index math and formulas, and the saved layouts against the CPU
-op. What it cannot check: races, memory-model and launch-configuration limits, cuBLAS, fp16
+op. What it cannot check here: races and out-of-bounds accesses (tests/test_sanitize.py runs the
+same kit under ThreadSanitizer and AddressSanitizer), memory-model and launch-configuration limits, cuBLAS, fp16
 intrinsics on the device, performance; tests/test_cuda_ops.py does that on a GPU.
 
 Slow (it compiles every (dtype, activation pair) instantiation with the host compiler, about
 2-3 minutes on two cores); the build is cached in build/cuda_host_emulation (or
-$GRU_EMU_BUILD_DIR).
+$GRU_EMU_BUILD_DIR/cuda_host_emulation).
 """
-import itertools
 import math
-import os
-import pathlib
-import re
 import shutil
 
 import pytest
@@ -27,234 +25,18 @@ import torch
 import gru_cuda
 from gru_cuda import reference
 from gru_cuda.activations import FUSED_IDS, FUSED_NAMES
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-CSRC = ROOT / "csrc"
+from emulation import builder
 
 pytestmark = pytest.mark.slow
 
 
-def _cuda_include_dir():
-    for base in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if base and (pathlib.Path(base) / "include" / "cuda_fp16.h").exists():
-            return pathlib.Path(base) / "include"
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        inc = pathlib.Path(nvcc).resolve().parents[1] / "include"
-        if (inc / "cuda_fp16.h").exists():
-            return inc
-    return None
-
-
-PRELUDE = r"""
-#pragma once
-#define __device__
-#define __host__
-#define __global__
-#define __shared__ static
-#define __launch_bounds__(...)
-#include <cuda_runtime_api.h>
-#include <functional>
-extern thread_local uint3 threadIdx, blockIdx;
-extern thread_local dim3 blockDim, gridDim;
-void emu_launch(dim3 grid, dim3 block, const std::function<void()>& body);
-void emu_launch_sync(dim3 grid, dim3 block, const std::function<void()>& body);
-void __syncthreads();
-"""
-
-RUNTIME = r"""
-#include <barrier>
-#include <stdexcept>
-#include <thread>
-#include <vector>
-thread_local uint3 threadIdx, blockIdx;
-thread_local dim3 blockDim, gridDim;
-static thread_local std::barrier<>* g_barrier = nullptr;
-static void check(dim3 grid, dim3 block) {
-  // The launch limits of a real GPU, and no launch with an empty grid.
-  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || block.x == 0 || block.y == 0 || block.z == 0)
-    throw std::runtime_error("emulated launch with an empty grid or block");
-  if (block.x * block.y * block.z > 1024) throw std::runtime_error("emulated block too large");
-  if (grid.y > 65535 || grid.z > 65535) throw std::runtime_error("emulated grid.y/z too large");
-}
-void emu_launch(dim3 grid, dim3 block, const std::function<void()>& body) {
-  check(grid, block);
-  gridDim = grid;
-  blockDim = block;
-  for (unsigned by = 0; by < grid.y; ++by)
-    for (unsigned bx = 0; bx < grid.x; ++bx)
-      for (unsigned ty = 0; ty < block.y; ++ty)
-        for (unsigned tx = 0; tx < block.x; ++tx) {
-          blockIdx = uint3{bx, by, 0};
-          threadIdx = uint3{tx, ty, 0};
-          body();
-        }
-}
-void emu_launch_sync(dim3 grid, dim3 block, const std::function<void()>& body) {
-  check(grid, block);
-  for (unsigned by = 0; by < grid.y; ++by)
-    for (unsigned bx = 0; bx < grid.x; ++bx) {
-      std::barrier<> bar(block.x * block.y);
-      std::vector<std::thread> threads;
-      for (unsigned ty = 0; ty < block.y; ++ty)
-        for (unsigned tx = 0; tx < block.x; ++tx)
-          threads.emplace_back([&, tx, ty] {
-            gridDim = grid;
-            blockDim = block;
-            blockIdx = uint3{bx, by, 0};
-            threadIdx = uint3{tx, ty, 0};
-            g_barrier = &bar;
-            body();
-          });
-      for (auto& t : threads) t.join();
-    }
-}
-void __syncthreads() { g_barrier->arrive_and_wait(); }
-"""
-
-SHIMS = {
-    "c10/cuda/CUDAStream.h": """#pragma once
-#include <cuda_runtime_api.h>
-namespace c10 { namespace cuda {
-struct EmuStream { cudaStream_t stream() const { return nullptr; } };
-inline EmuStream getCurrentCUDAStream() { return {}; }
-}}
-""",
-    "c10/cuda/CUDAGuard.h": """#pragma once
-#include <c10/core/Device.h>
-namespace c10 { namespace cuda {
-struct CUDAGuard { explicit CUDAGuard(c10::Device) {} };
-}}
-""",
-    "c10/cuda/CUDAException.h": """#pragma once
-#define C10_CUDA_KERNEL_LAUNCH_CHECK() do { } while (0)
-""",
-}
-
-POISON = r"""
-#include <ATen/ATen.h>
-#include <cmath>
-namespace emu {
-inline at::Tensor empty(at::IntArrayRef size, at::TensorOptions o) {
-  auto t = at::empty(size, o);
-  if (at::isFloatingType(t.scalar_type())) t.fill_(NAN);
-  return t;
-}
-inline at::Tensor empty_like(const at::Tensor& x) {
-  auto t = at::empty_like(x);
-  if (at::isFloatingType(t.scalar_type())) t.fill_(NAN);
-  return t;
-}
-}  // namespace emu
-"""
-
-
-def _split_top_level(s):
-    parts, depth, cur = [], 0, ""
-    for ch in s:
-        depth += ch in "([{<"
-        depth -= ch in ")]}>"
-        if ch == "," and depth == 0:
-            parts.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    return parts + [cur.strip()]
-
-
-def _rewrite_launches(src):
-    pattern = re.compile(r"(\b[A-Za-z_]\w*(?:<[^;{}]*?>)?)\s*<<<(.*?)>>>\s*\((.*?)\);", re.S)
-
-    def launch(m):
-        fn, config, args = m.groups()
-        grid, block = _split_top_level(config)[:2]
-        runner = "emu_launch_sync" if "__syncthreads" in KERNELS_WITH_BARRIER.get(fn.split("<")[0], "") \
-            else "emu_launch"
-        return f"{runner}({grid}, {block}, [&] {{ {fn}({args}); }});"
-
-    out = pattern.sub(launch, src)
-    assert "<<<" not in out, "a kernel launch was not rewritten"
-    return out
-
-
-KERNELS_WITH_BARRIER = {}
-
-
-def _kernel_bodies(src):
-    """Maps each __global__ function name to its source text (to find __syncthreads)."""
-    names = re.findall(r"__global__\s+void(?:\s+__launch_bounds__\([^)]*\))?\s+(\w+)\s*\(", src)
-    bodies = {}
-    for name in names:
-        start = src.find(name + "(")
-        nxt = src.find("__global__", start)
-        bodies[name] = src[start: nxt if nxt > 0 else len(src)]
-    return bodies
-
-
 @pytest.fixture(scope="module")
 def emu():
-    cuda_include = _cuda_include_dir()
-    if cuda_include is None:
+    if builder.cuda_include() is None:
         pytest.skip("needs the CUDA toolkit headers (cuda_runtime_api.h, cuda_fp16.h)")
     if shutil.which("ninja") is None:
         pytest.skip("needs ninja to build the emulation")
-    from torch.utils.cpp_extension import load
-
-    build = pathlib.Path(os.environ.get("GRU_EMU_BUILD_DIR", ROOT / "build" / "cuda_host_emulation"))
-    src = build / "src"
-    (src / "kernels").mkdir(parents=True, exist_ok=True)
-    (src / "cuda").mkdir(exist_ok=True)
-    for rel, text in SHIMS.items():
-        (build / "shim" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (build / "shim" / rel).write_text(text)
-    (build / "prelude.h").write_text(PRELUDE)
-    (build / "emu_runtime.cpp").write_text('#include "prelude.h"\n' + RUNTIME)
-
-    step = (CSRC / "kernels/gru_step_kernels.cuh").read_text()
-    util = (CSRC / "kernels/gru_utility_kernels.cu").read_text()
-    KERNELS_WITH_BARRIER.clear()
-    KERNELS_WITH_BARRIER.update(_kernel_bodies(step))
-    KERNELS_WITH_BARRIER.update(_kernel_bodies(util))
-
-    def write(path, text):  # rewrite only on change, so that ninja's cache holds
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
-
-    write(src / "kernels/gru_step_kernels.cuh", _rewrite_launches(step))
-    write(src / "kernels/emu_utility_kernels.cpp", _rewrite_launches(util))
-    families = ("FORWARD_RESET_AFTER", "FORWARD_RESET_BEFORE", "BACKWARD_RESET_AFTER",
-                "BACKWARD_RESET_BEFORE")
-    step_sources = []
-    for dtype, short in (("float", "f32"), ("double", "f64"), ("__half", "f16"),
-                         ("__nv_bfloat16", "bf16")):
-        path = src / f"kernels/emu_step_{short}.cpp"
-        write(path, '#include "kernels/gru_step_kernels.cuh"\n'
-              + "".join(f"GRU_INSTANTIATE_{f}({dtype})\n" for f in families))
-        step_sources.append(path)
-
-    binding = (CSRC / "cuda/gru_cuda_impl.cpp").read_text()
-    binding = binding.replace("x.is_cuda()", "x.is_cpu()")
-    binding = binding.replace("TORCH_LIBRARY_IMPL(gru_cuda, CUDA, m)", "TORCH_LIBRARY_IMPL(gru_emu, CPU, m)")
-    binding = binding.replace("at::empty(", "emu::empty(").replace("at::empty_like(", "emu::empty_like(")
-    # The persistent path has its own emulation (test_persistent_host_emulation.py): stepwise only here.
-    binding = binding.replace('#include "cuda/gru_persistent_dispatch.h"',
-                              "namespace gru_cuda::persistent {\n"
-                              "template <typename... A> bool try_forward(A&&...) { return false; }\n"
-                              "template <typename... A> bool try_backward(A&&...) { return false; }\n"
-                              "}  // namespace gru_cuda::persistent")
-    schemas = re.search(r"TORCH_LIBRARY\(gru_cuda, m\) \{(.*?)\n\}", (CSRC / "gru_ops.cpp").read_text(), re.S)
-    binding = POISON + binding + "\nTORCH_LIBRARY(gru_emu, m) {" + schemas.group(1) + "\n}\n"
-    write(src / "cuda/emu_impl.cpp", binding)
-
-    sources = [build / "emu_runtime.cpp", src / "cuda/emu_impl.cpp", CSRC / "gru_checks.cpp",
-               src / "kernels/emu_utility_kernels.cpp", *step_sources]
-    os.environ.setdefault("MAX_JOBS", "2")
-    lib = load(name="gru_cuda_host_emulation", sources=[str(s) for s in sources],
-               build_directory=str(build), is_python_module=False,
-               extra_include_paths=[str(src), str(build / "shim"), str(CSRC), str(cuda_include), str(build)],
-               extra_cflags=["-O1", "-std=c++20", "-include", str(build / "prelude.h")])
-    del lib
-    return torch.ops.gru_emu
+    return builder.stepwise_extension()
 
 
 def _problem(T, B, F, H, reset_after, *, bias, mask, idm, rdm, dtype, h0=True, scale=0.5):

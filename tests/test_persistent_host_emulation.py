@@ -1,6 +1,7 @@
 """The persistent kernels (csrc/kernels/persistent_kernels.cuh) executed on the CPU, no GPU needed.
 
-tests/persistent_emu/ compiles the kernels with the host compiler: every CUDA thread is a
+The emulation kit (tests/emulation/: cuda_emu.h, persistent_harness.h, pkemu_module.cpp,
+builder.py) compiles the kernels with the host compiler: every CUDA thread is a
 std::thread, __syncthreads and cluster.sync() are barriers, warp shuffles exchange through a
 per-warp array, the grid barrier is an atomic counter, DSMEM pushes write the other emulated
 CTAs' shared memory (filled with NaN at the start). Both paths (grid and cluster), both
@@ -15,58 +16,22 @@ the GPU memory model, launch limits, real shared-memory capacity, fp16/bf16 devi
 performance; tests/test_persistent.py does that on a GPU.
 """
 import math
-import os
-import pathlib
-import subprocess
-import sys
-import sysconfig
 
 import pytest
 import torch
 
 import gru_cuda  # noqa: F401  (registers torch.ops.gru_cuda on the CPU)
 from gru_cuda.activations import FUSED_IDS, FUSED_NAMES
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-EMU = ROOT / "tests" / "persistent_emu"
+from emulation import builder
 
 pytestmark = pytest.mark.slow
 
 
-def _cuda_include():
-    for base in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if base and (pathlib.Path(base) / "include" / "cuda_fp16.h").exists():
-            return pathlib.Path(base) / "include"
-    return None
-
-
 @pytest.fixture(scope="module")
 def emu():
-    inc = _cuda_include()
-    if inc is None:
+    if builder.cuda_include() is None:
         pytest.skip("the CUDA headers (cuda_fp16.h, ...) are not installed")
-    import torch.utils.cpp_extension as ext
-    build = pathlib.Path(os.environ.get("GRU_EMU_BUILD_DIR", ROOT / "build" / "persistent_emu"))
-    build.mkdir(parents=True, exist_ok=True)
-    suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    target = build / f"pkemu{suffix}"
-    sources = [EMU / "prelude.h", EMU / "emu_harness.cpp",
-               *sorted((ROOT / "csrc" / "kernels").glob("persistent_*.h*")),
-               ROOT / "csrc" / "common" / "activations.h", ROOT / "csrc" / "kernels" / "gru_persistent.h"]
-    if not target.exists() or target.stat().st_mtime < max(p.stat().st_mtime for p in sources):
-        cmd = [os.environ.get("CXX", "g++"), "-O2", "-std=c++20", "-shared", "-fPIC", "-pthread",
-               "-include", str(EMU / "prelude.h"), f"-I{ROOT / 'csrc'}", "-isystem", str(inc)]
-        for p in ext.include_paths() + [sysconfig.get_paths()["include"]]:
-            cmd += ["-isystem", p]
-        cmd += [str(EMU / "emu_harness.cpp"), "-o", str(target)]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        assert res.returncode == 0, res.stderr[-4000:]
-    sys.path.insert(0, str(build))
-    try:
-        import pkemu
-    finally:
-        sys.path.remove(str(build))
-    return pkemu
+    return builder.pkemu_module()
 
 
 def _p(t):

@@ -1,0 +1,111 @@
+// Runs the persistent kernels (csrc/kernels/persistent_kernels.cuh; grid and cluster paths,
+// fp32) on the host: one std::thread per CUDA thread, all CTAs co-resident (cuda_emu.h), each
+// with exactly the plan's dynamic shared memory. Geometry from the capacity model for a
+// fictitious sm_90 device with `sm_count` SMs and clusters of up to `max_cluster` CTAs.
+// Torch-free: used by the Python module (pkemu_module.cpp) and the sanitizer driver.
+#pragma once
+#include <string>
+
+#include "kernels/persistent_kernels.cuh"
+
+namespace emu_pk {
+
+namespace kn = gru_cuda::kernels;
+namespace pk = gru_cuda::kernels::pk;
+namespace ps = gru_cuda::persistent;
+
+inline ps::DeviceCaps fake_caps(int sm_count, int max_cluster) {
+  ps::DeviceCaps c;
+  c.sm_count = sm_count;
+  c.cc_major = 9;
+  c.cc_minor = 0;
+  c.smem_per_block_optin = 232448;
+  c.smem_per_sm = 233472;
+  c.regs_per_sm = 65536;
+  c.cooperative_launch = true;
+  c.cluster_launch = true;
+  c.max_cluster_size = max_cluster;
+  return c;
+}
+
+// The geometry of `path` for the problem; false (and the model's reason in `info`) when the
+// model does not choose that path. max_bt > 0 caps the batch tile to force several tiles
+// (clusters); the shared memory stays the plan's (enough for the smaller tile).
+inline bool plan(const ps::Problem& pr, const std::string& path, int sm_count, int max_cluster,
+                 int max_bt, kn::PersistentGeometry& g, std::string& info) {
+  ps::Path forced;
+  if (!ps::path_from_name(path, forced)) {
+    info = "unknown path " + path;
+    return false;
+  }
+  const ps::Plan plan = ps::choose_path(fake_caps(sm_count, max_cluster), pr, forced);
+  if (plan.path != forced) {
+    info = "nofit: " + plan.reason;
+    return false;
+  }
+  g = kn::PersistentGeometry();
+  g.cluster = plan.path == ps::Path::kCluster;
+  g.J = plan.units_per_cta;
+  g.kp = plan.k_pad;
+  g.bt = plan.batch_tile;
+  g.ng = plan.operands;
+  g.ctas = plan.ctas;
+  g.clusters = plan.clusters;
+  g.smem_bytes = plan.smem_bytes;
+  if (max_bt > 0 && g.bt > max_bt) {
+    g.bt = max_bt;
+    if (g.cluster) g.clusters = int((pr.B + max_bt - 1) / max_bt);
+  }
+  info = std::string(ps::path_name(plan.path)) + " J=" + std::to_string(g.J) + " ctas=" +
+         std::to_string(g.ctas) + " clusters=" + std::to_string(g.clusters) +
+         " bt=" + std::to_string(g.bt) + " smem=" + std::to_string(g.smem_bytes);
+  return true;
+}
+
+template <class F>
+void launch(const kn::PersistentGeometry& geo, F&& body) {
+  const unsigned cs = geo.cluster ? unsigned(geo.ctas) : 1u;
+  const unsigned nblocks =
+      geo.cluster ? unsigned(geo.ctas * geo.clusters) : unsigned(geo.ctas + geo.extra_ctas);
+  emu::launch_cooperative(nblocks, pk::kThreads, size_t(geo.smem_bytes), cs, body);
+}
+
+// (tanh, sigmoid) runs the specialised instantiation, every other pair the run-time one, as
+// gru_persistent_forward/backward choose.
+#define EMU_PK_KERNEL(KERN, RA, P)                                                  \
+  (fast ? pk::KERN<float, gru_cuda::kTanh, gru_cuda::kSigmoid, RA>(P, geo)          \
+        : pk::KERN<float, pk::kAnyAct, pk::kAnyAct, RA>(P, geo))
+
+// p.barrier must point at a zeroed counter on the grid path.
+inline void forward(const kn::PersistentForwardParams<float>& p,
+                    const kn::PersistentGeometry& geo) {
+  const bool fast = p.activation == gru_cuda::kTanh && p.recurrent_activation == gru_cuda::kSigmoid;
+  const bool ra = p.reset_after;
+  launch(geo, [&] {
+    if (geo.cluster) {
+      if (ra) EMU_PK_KERNEL(forward_cluster_kernel, true, p);
+      else EMU_PK_KERNEL(forward_cluster_kernel, false, p);
+    } else {
+      if (ra) EMU_PK_KERNEL(forward_grid_kernel, true, p);
+      else EMU_PK_KERNEL(forward_grid_kernel, false, p);
+    }
+  });
+}
+
+inline void backward(const kn::PersistentBackwardParams<float>& p,
+                     const kn::PersistentGeometry& geo) {
+  const bool fast = p.activation == gru_cuda::kTanh && p.recurrent_activation == gru_cuda::kSigmoid;
+  const bool ra = p.reset_after;
+  launch(geo, [&] {
+    if (geo.cluster) {
+      if (ra) EMU_PK_KERNEL(backward_cluster_kernel, true, p);
+      else EMU_PK_KERNEL(backward_cluster_kernel, false, p);
+    } else {
+      if (ra) EMU_PK_KERNEL(backward_grid_kernel, true, p);
+      else EMU_PK_KERNEL(backward_grid_kernel, false, p);
+    }
+  });
+}
+#undef EMU_PK_KERNEL
+
+}  // namespace emu_pk
