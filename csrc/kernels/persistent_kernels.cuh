@@ -38,6 +38,9 @@
 
 #include <cstdint>
 #include <cstring>
+#ifdef GRU_PK_HOST_EMULATION
+#include <thread>
+#endif
 
 #include "common/activations.h"
 #include "kernels/gru_persistent.h"
@@ -142,9 +145,32 @@ __device__ __forceinline__ float act_b(int id, float x) {
 // readers use ld.global.cg (L2), so no stale L1 line can be read either. A CTA arriving at
 // barrier n+1 before a slow CTA has left barrier n only raises the counter further, which
 // keeps the slow CTA's exit condition true (monotonic counter, no reset, no sense flag).
+//
+// Back-off: between polls thread 0 sleeps (__nanosleep), starting at backoff_ns and doubling up
+// to kGridBarrierBackoffMaxFactor times that, so that 100+ spinning CTAs do not hammer the one
+// L2 line the arrivals update. Bounded so that a late waiter oversleeps the release by at most
+// the cap. backoff_ns = 0 spins without sleeping.
+// kGridBarrierBackoffNs is a guess, not a measurement (nothing has run on a GPU): calibrate it
+// with gru_cuda._C.persistent_barrier_latency_us(device, "counter", ctas, iterations,
+// backoff_ns) over e.g. 0, 16, 32, 64, 128, 256 and keep the fastest.
+constexpr unsigned kGridBarrierBackoffNs = 32;
+constexpr unsigned kGridBarrierBackoffMaxFactor = 8;
+
+__device__ __forceinline__ void backoff_sleep(unsigned ns) {
+#ifdef GRU_PK_HOST_EMULATION
+  (void)ns;
+  std::this_thread::yield();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+  __nanosleep(ns);
+#else
+  (void)ns;  // no __nanosleep before sm_70: plain spin
+#endif
+}
+
 struct GridBarrier {
   unsigned long long* counter;
   unsigned long long target;
+  unsigned backoff_ns = kGridBarrierBackoffNs;
 
   __device__ __forceinline__ void sync() {
     __syncthreads();
@@ -155,10 +181,17 @@ struct GridBarrier {
 #else
       asm volatile("red.release.gpu.global.add.u64 [%0], %1;" ::"l"(counter), "l"(1ull)
                    : "memory");
+      const unsigned cap = backoff_ns * kGridBarrierBackoffMaxFactor;
+      unsigned ns = backoff_ns;
       unsigned long long seen;
-      do {
+      while (true) {
         asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(seen) : "l"(counter) : "memory");
-      } while (seen < target);
+        if (seen >= target) break;
+        if (ns != 0) {
+          backoff_sleep(ns);
+          ns = ns < cap / 2 ? 2 * ns : cap;
+        }
+      }
 #endif
     }
     __syncthreads();
