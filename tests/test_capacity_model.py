@@ -10,9 +10,12 @@ tests/test_persistent.py covers that binding (persistent_max_active_clusters).
 import math
 
 import pytest
+import torch
 
 from gru_cuda import dispatch
 from gru_cuda._library import _C
+
+from conftest import requires_cuda
 
 pytestmark = pytest.mark.skipif(not hasattr(_C, "persistent_plan"),
                                 reason="this build does not expose the capacity model")
@@ -145,3 +148,21 @@ def test_cluster_larger_than_a_gpc_does_not_fit():
     caps = dict(H200, max_cluster_size=20)
     p = plan(caps, 16, 80, forced="persistent_cluster")
     assert p["path"] == "stepwise" and "cannot hold one cluster" in p["reason"], p
+
+
+@requires_cuda
+def test_device_occupancy_query():
+    if not hasattr(_C, "persistent_max_active_clusters"):
+        pytest.skip("CPU build: no persistent_max_active_clusters")
+    dev = torch.cuda.current_device()
+    caps = _C.persistent_device_caps(dev)
+    if not caps["cluster_launch"]:
+        assert _C.persistent_max_active_clusters(dev, 8, 1024) == 0
+        return
+    p = plan(caps, 64, 256, forced="persistent_cluster")
+    assert p["path"] == "persistent_cluster", p
+    real = _C.persistent_max_active_clusters(dev, p["ctas"], p["smem_bytes"])
+    assert real >= 1
+    # The what-if estimate is meant to be conservative: never more than the device's answer.
+    assert p["active_clusters"] <= real, (p, real)
+    assert _C.persistent_max_active_clusters(dev, 8, caps["shared_memory_per_block_optin"] + 1) == 0
