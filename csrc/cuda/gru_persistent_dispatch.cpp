@@ -11,10 +11,13 @@
 #include <atomic>
 #include <initializer_list>
 #include <mutex>
+#include <tuple>
+#include <map>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "common/activations.h"
 #include "kernels/gru_persistent.h"
 
 namespace gru_cuda {
@@ -29,6 +32,11 @@ std::atomic<bool> g_oversubscribe{false};
 std::mutex g_mutex;  // guards g_last and g_caps
 LastRun g_last;
 std::unordered_map<int, DeviceCaps> g_caps;
+// cudaOccupancyMaxActiveClusters answers by (device, kernel, cluster size, shared memory): the
+// capacity model asks a few times per plan, and every call plans again.
+using ClusterKey = std::tuple<int, int, int, int64_t>;
+std::mutex g_cluster_mutex;
+std::map<ClusterKey, int> g_clusters;
 
 void record(bool backward, Path path, const std::string& reason) {
   const std::lock_guard<std::mutex> lock(g_mutex);
@@ -101,16 +109,66 @@ std::vector<Plan> attempts(const DeviceCaps& caps, const Problem& problem, const
   return out;
 }
 
+// Clusters of the cluster kernel a call would launch (dtype, direction, convention, fast
+// activation pair) held at once; memoised per device. The caller's device is current.
+int active_clusters_for(int device, const Problem& problem, bool fast, int cluster_size,
+                        int64_t smem_bytes) {
+  const int kernel = int(problem.dtype) * 8 + (problem.backward ? 4 : 0) +
+                     (problem.reset_after ? 2 : 0) + (fast ? 1 : 0);
+  const ClusterKey key{device, kernel, cluster_size, smem_bytes};
+  {
+    const std::lock_guard<std::mutex> lock(g_cluster_mutex);
+    const auto it = g_clusters.find(key);
+    if (it != g_clusters.end()) return it->second;
+  }
+  const bool ra = problem.reset_after;
+  int n = 0;
+  switch (problem.dtype) {
+    case DType::kFloat32:
+      n = problem.backward
+              ? kn::gru_persistent_backward_max_active_clusters<float>(ra, fast, cluster_size,
+                                                                      smem_bytes)
+              : kn::gru_persistent_forward_max_active_clusters<float>(ra, fast, cluster_size,
+                                                                     smem_bytes);
+      break;
+    case DType::kFloat16:
+      n = problem.backward
+              ? kn::gru_persistent_backward_max_active_clusters<__half>(ra, fast, cluster_size,
+                                                                       smem_bytes)
+              : kn::gru_persistent_forward_max_active_clusters<__half>(ra, fast, cluster_size,
+                                                                      smem_bytes);
+      break;
+    case DType::kBFloat16:
+      n = problem.backward ? kn::gru_persistent_backward_max_active_clusters<__nv_bfloat16>(
+                                 ra, fast, cluster_size, smem_bytes)
+                           : kn::gru_persistent_forward_max_active_clusters<__nv_bfloat16>(
+                                 ra, fast, cluster_size, smem_bytes);
+      break;
+    case DType::kFloat64:
+      break;
+  }
+  const std::lock_guard<std::mutex> lock(g_cluster_mutex);
+  g_clusters[key] = n;
+  return n;
+}
+
 // The plan for a call, or stepwise (returns false) with the reason recorded. Raises for a
 // forced persistent path that cannot run.
-bool plan_call(const Tensor& like, const Problem& problem, bool backward, DeviceCaps& caps,
-               Plan& plan) {
+bool plan_call(const Tensor& like, const Problem& problem, bool backward, bool fast,
+               DeviceCaps& caps, Plan& plan) {
   const Path forced = forced_path();
   if (forced == Path::kStepwise) {
     record(backward, Path::kStepwise, "stepwise forced");
     return false;
   }
-  caps = device_caps(like.get_device());
+  const int device = like.get_device();
+  caps = device_caps(device);
+  if (caps.cluster_launch) {
+    // The cluster kernel this call would launch decides how many clusters fit at once.
+    caps.max_active_clusters = [device, problem, fast](int cs, int64_t smem) {
+      return active_clusters_for(device, problem, fast, cs, smem);
+    };
+  }
   plan = choose_path(caps, problem, forced);
   if (plan.path == Path::kStepwise) {
     TORCH_CHECK_VALUE(forced == Path::kAuto, "gru_cuda: the forced kernel path '",
@@ -269,7 +327,18 @@ DeviceCaps device_caps(int device) {
   return c;
 }
 
-double barrier_latency_us(int device, const std::string& kind, int ctas, int iterations) {
+int max_active_clusters(int device, int cluster_size, int64_t smem_bytes) {
+  TORCH_CHECK_VALUE(cluster_size >= 1, "cluster_size must be >= 1, got ", cluster_size);
+  TORCH_CHECK_VALUE(smem_bytes >= 0, "smem_bytes must be >= 0, got ", smem_bytes);
+  const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  const DeviceCaps caps = device_caps(device);
+  if (!caps.cluster_launch || caps.cc_major < 9) return 0;
+  Problem problem;  // float32, forward, reset_after: the representative cluster kernel
+  return active_clusters_for(device, problem, true, cluster_size, smem_bytes);
+}
+
+double barrier_latency_us(int device, const std::string& kind, int ctas, int iterations,
+                          int backoff_ns) {
   const int k = kind == "counter" ? 0 : kind == "grid_sync" ? 1 : kind == "cluster" ? 2 : -1;
   TORCH_CHECK_VALUE(k >= 0, "barrier kind must be 'counter', 'grid_sync' or 'cluster', got '",
                     kind, "'");
@@ -289,7 +358,7 @@ double barrier_latency_us(int device, const std::string& kind, int ctas, int ite
     C10_CUDA_CHECK(cudaEventCreate(&stop));
     C10_CUDA_CHECK(cudaEventRecord(start, stream));
     const kn::LaunchStatus st =
-        kn::gru_persistent_barrier_benchmark(k, ctas, n, counter_p, stream);
+        kn::gru_persistent_barrier_benchmark(k, ctas, n, counter_p, stream, backoff_ns);
     C10_CUDA_CHECK(cudaEventRecord(stop, stream));
     C10_CUDA_CHECK(cudaEventSynchronize(stop));
     float ms = 0.0f;
@@ -322,7 +391,8 @@ bool try_forward(const Tensor& gx, const Tensor& U, const Tensor& bias, const Te
   if (!dtype_of(gx, problem.dtype)) return false;
   DeviceCaps caps;
   Plan plan;
-  if (!plan_call(gx, problem, false, caps, plan)) return false;
+  const bool fast = activation == kTanh && recurrent_activation == kSigmoid;
+  if (!plan_call(gx, problem, false, fast, caps, plan)) return false;
   const std::initializer_list<std::pair<const Tensor*, const char*>> inputs = {
       {&gx, "gx"},           {&U, "U"},
       {&bias, "bias"},       {&h0, "h0"},
@@ -366,7 +436,8 @@ bool try_backward(const Tensor& grad_outputs, const Tensor& grad_final_state, co
   if (!dtype_of(grad_outputs, problem.dtype)) return false;
   DeviceCaps caps;
   Plan plan;
-  if (!plan_call(grad_outputs, problem, true, caps, plan)) return false;
+  const bool fast = activation == kTanh && recurrent_activation == kSigmoid;
+  if (!plan_call(grad_outputs, problem, true, fast, caps, plan)) return false;
   const std::initializer_list<std::pair<const Tensor*, const char*>> inputs = {
       {&grad_outputs, "grad_outputs"}, {&grad_final_state, "grad_final_state"},
       {&U, "U"},                       {&h0, "h0"},

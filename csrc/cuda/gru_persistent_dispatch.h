@@ -40,14 +40,21 @@ LastRun last_run();
 // Attributes of a CUDA device, read once per device.
 DeviceCaps device_caps(int device);
 
+// Clusters of `cluster_size` CTAs with `smem_bytes` of dynamic shared memory each that device
+// holds at once (cudaOccupancyMaxActiveClusters on the float32 reset_after tanh/sigmoid forward
+// cluster kernel); 0 where clusters are unsupported (before sm_90) or none fit.
+int max_active_clusters(int device, int cluster_size, int64_t smem_bytes);
+
 // Test hook: grid-path launches add idle CTAs beyond what the device can hold, so that the
 // cooperative launch is refused and the call falls back to stepwise.
 void set_debug_oversubscribe(bool on);
 
 // Microseconds per barrier: kind "counter" (the kernels' grid barrier), "grid_sync"
 // (cooperative_groups grid.sync()), "cluster" (cluster.sync(), sm_90); ctas <= 0 means one CTA
-// per SM (16 for "cluster"). Synchronises the device.
-double barrier_latency_us(int device, const std::string& kind, int ctas, int iterations);
+// per SM (16 for "cluster"). backoff_ns: the counter barrier's initial back-off between polls
+// (0: spin, < 0: the kernels' default); other kinds ignore it. Synchronises the device.
+double barrier_latency_us(int device, const std::string& kind, int ctas, int iterations,
+                          int backoff_ns = -1);
 
 // gx (T, B, 3H) input projection (b_i and input dropout applied); U (H, 3H); bias the whole
 // contiguous bias ((2, 3H) when reset_after, only row 1 is read) or undefined; h0 (B, H);

@@ -59,6 +59,9 @@ inline DeviceCaps caps_from_dict(const py::dict& d) {
   c.cooperative_launch = get_or<bool>(d, "cooperative_launch", false);
   c.cluster_launch = get_or<bool>(d, "cluster_launch", false);
   c.max_cluster_size = get_or<int>(d, "max_cluster_size", 0);
+  c.gpc_count = get_or<int>(d, "gpc_count", 0);
+  // No max_active_clusters here: a dict describes a device that may not be present, so the
+  // capacity model uses its documented estimate (estimate_active_clusters).
   return c;
 }
 
@@ -73,6 +76,7 @@ inline py::dict caps_to_dict(const DeviceCaps& c) {
   d["cooperative_launch"] = c.cooperative_launch;
   d["cluster_launch"] = c.cluster_launch;
   d["max_cluster_size"] = max_cluster_size(c);
+  if (c.gpc_count > 0) d["gpc_count"] = c.gpc_count;
   return d;
 }
 
@@ -91,6 +95,8 @@ inline py::dict plan_to_dict(const Plan& p) {
   d["smem_bytes"] = p.smem_bytes;
   d["weight_bytes"] = p.weight_bytes;
   d["barriers_per_step"] = p.barriers_per_step;
+  d["active_clusters"] = p.active_clusters;
+  d["waves"] = p.waves;
   d["est_step_us"] = p.est_step_us;
   d["est_stepwise_step_us"] = p.est_stepwise_step_us;
   return d;
@@ -151,6 +157,15 @@ inline void register_pybind(pybind11::module_& m) {
       [](int device) { return caps_to_dict(device_caps(device)); }, py::arg("device"),
       "The capacity-model view of a CUDA device.");
   m.def(
+      "persistent_max_active_clusters",
+      [](int device, int cluster_size, int64_t smem_bytes) {
+        return max_active_clusters(device, cluster_size, smem_bytes);
+      },
+      py::arg("device"), py::arg("cluster_size"), py::arg("smem_bytes"),
+      "Clusters of `cluster_size` CTAs with `smem_bytes` of dynamic shared memory each that the "
+      "device holds at once (cudaOccupancyMaxActiveClusters on the float32 reset_after "
+      "tanh/sigmoid forward cluster kernel); 0 where clusters are unsupported or none fit.");
+  m.def(
       "persistent_set_path", [](const std::string& name) { set_forced_path(parse_path(name)); },
       py::arg("name"), "Force a kernel path for every later CUDA call ('auto' to undo).");
   m.def(
@@ -173,11 +188,13 @@ inline void register_pybind(pybind11::module_& m) {
       py::arg("on"), "Test hook: make grid-path cooperative launches be refused.");
   m.def(
       "persistent_barrier_latency_us",
-      [](int device, const std::string& kind, int ctas, int iterations) {
-        return barrier_latency_us(device, kind, ctas, iterations);
+      [](int device, const std::string& kind, int ctas, int iterations, int backoff_ns) {
+        return barrier_latency_us(device, kind, ctas, iterations, backoff_ns);
       },
       py::arg("device"), py::arg("kind"), py::arg("ctas") = 0, py::arg("iterations") = 10000,
-      "Microseconds per barrier of kind counter, grid_sync or cluster.");
+      py::arg("backoff_ns") = -1,
+      "Microseconds per barrier of kind counter, grid_sync or cluster; backoff_ns sets the "
+      "counter barrier's initial back-off between polls (0: spin, -1: the kernels' default).");
 #endif
 }
 

@@ -132,13 +132,28 @@ template <typename T>
 LaunchStatus gru_persistent_backward(const PersistentBackwardParams<T>& params,
                                      const PersistentGeometry& geometry, cudaStream_t stream);
 
+// Clusters of `cluster_size` CTAs with `smem_bytes` of dynamic shared memory each that the
+// current device holds at once for the cluster kernel gru_persistent_forward / _backward would
+// launch with (reset_after, fast = tanh/sigmoid): cudaOccupancyMaxActiveClusters after raising
+// the kernel's dynamic shared-memory limit. 0 when none fits or a query fails (the error is
+// cleared, nothing is launched).
+template <typename T>
+int gru_persistent_forward_max_active_clusters(bool reset_after, bool fast, int cluster_size,
+                                               int64_t smem_bytes);
+template <typename T>
+int gru_persistent_backward_max_active_clusters(bool reset_after, bool fast, int cluster_size,
+                                                int64_t smem_bytes);
+
 // Barrier microbenchmark: one launch of `ctas` CTAs (grid kinds: cooperative, all SMs) or of
 // one cluster of `ctas` CTAs (kind 2, sm_90), each running `iterations` barriers back to back.
 //   kind 0: the counter barrier of the persistent kernels; 1: cooperative_groups grid.sync();
 //   2: cluster.sync().
-// counter: one zeroed 64-bit counter (kind 0; the others ignore it).
+// counter: one zeroed 64-bit counter (kind 0; the others ignore it). backoff_ns: the counter
+// barrier's initial back-off between polls (0: spin; < 0: the kernels' default,
+// kGridBarrierBackoffNs in persistent_kernels.cuh); the other kinds ignore it.
 LaunchStatus gru_persistent_barrier_benchmark(int kind, int ctas, int iterations,
-                                              unsigned long long* counter, cudaStream_t stream);
+                                              unsigned long long* counter, cudaStream_t stream,
+                                              int backoff_ns = -1);
 
 }  // namespace kernels
 }  // namespace gru_cuda

@@ -8,9 +8,10 @@ namespace pk {
 namespace {
 
 __global__ void __launch_bounds__(kThreads, 1)
-    grid_barrier_bench_kernel(unsigned long long* counter, int iterations, int kind) {
+    grid_barrier_bench_kernel(unsigned long long* counter, int iterations, int kind,
+                              unsigned backoff_ns) {
   if (kind == 0) {
-    GridBarrier bar{counter, 0ull};
+    GridBarrier bar{counter, 0ull, backoff_ns};
     for (int i = 0; i < iterations; ++i) bar.sync();
   } else {
     cg::grid_group grid = cg::this_grid();
@@ -34,7 +35,9 @@ __global__ void __launch_bounds__(kThreads, 1) cluster_barrier_bench_kernel(int 
 }  // namespace pk
 
 LaunchStatus gru_persistent_barrier_benchmark(int kind, int ctas, int iterations,
-                                              unsigned long long* counter, cudaStream_t stream) {
+                                              unsigned long long* counter, cudaStream_t stream,
+                                              int backoff_ns) {
+  unsigned backoff = backoff_ns < 0 ? pk::kGridBarrierBackoffNs : unsigned(backoff_ns);
   PersistentGeometry geo;
   geo.cluster = kind == 2 ? 1 : 0;
   geo.ctas = ctas;
@@ -45,7 +48,7 @@ LaunchStatus gru_persistent_barrier_benchmark(int kind, int ctas, int iterations
     return pk::launch_kernel(reinterpret_cast<const void*>(&pk::cluster_barrier_bench_kernel),
                              geo, args, stream);
   }
-  void* args[] = {&counter, &iterations, &kind};
+  void* args[] = {&counter, &iterations, &kind, &backoff};
   return pk::launch_kernel(reinterpret_cast<const void*>(&pk::grid_barrier_bench_kernel), geo,
                            args, stream);
 }

@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <string>
 
 namespace gru_cuda {
@@ -91,6 +92,12 @@ struct DeviceCaps {
   bool cooperative_launch = false;
   bool cluster_launch = false;   // [ClusterLaunch], sm_90+
   int max_cluster_size = 0;      // 0: 16 on sm_90 (non-portable size), else 8
+  int gpc_count = 0;             // GPCs (not a CUDA attribute); 0: unknown, see below
+  // Clusters of `cluster_size` CTAs with `smem_bytes` of dynamic shared memory each that the
+  // device holds at once. The CUDA glue fills it with cudaOccupancyMaxActiveClusters on the
+  // cluster kernel it is about to launch; empty (what-if queries, no GPU):
+  // estimate_active_clusters below.
+  std::function<int(int cluster_size, int64_t smem_bytes)> max_active_clusters;
 };
 
 struct Problem {
@@ -116,6 +123,10 @@ struct Plan {
   int64_t smem_bytes = 0;
   int64_t weight_bytes = 0;
   int barriers_per_step = 0;
+  // Cluster path: clusters the device holds at once for this geometry, and the waves
+  // ceil(clusters / active_clusters) the batch tiles run in (each wave reruns the sequence).
+  int active_clusters = 0;
+  int waves = 0;
   // Estimated time per step in microseconds (provisional constants, see below).
   double est_step_us = 0.0;
   double est_stepwise_step_us = 0.0;
@@ -166,6 +177,38 @@ inline int64_t batch_tile_for(int64_t rows_wanted, int64_t J, int64_t kp, int ng
 inline int max_cluster_size(const DeviceCaps& d) {
   if (d.max_cluster_size > 0) return d.max_cluster_size;
   return d.cc_major == 9 ? 16 : 8;
+}
+
+// SMs per GPC assumed when the GPC count is unknown. Hopper places every CTA of a cluster in
+// one GPC; H100/H200 SXM have 132 SMs in GPCs of about 16-18 SMs (not all GPCs are complete,
+// and which SMs are disabled varies by part). Assuming GPCs of 18 and ignoring the remainder
+// (132 SMs: 7 GPCs of 18) undercounts rather than overcounts what fits.
+constexpr int kAssumedSmsPerGpc = 18;
+
+// Conservative what-if estimate of the clusters held at once: one CTA per SM (the kernels are
+// compiled for one CTA per SM, __launch_bounds__(kThreads, 1), and may use the whole register
+// file), a cluster inside one GPC, floor(SMs per GPC / cluster_size) clusters per GPC. 0 when a
+// CTA's shared memory exceeds the per-block limit or the cluster is larger than a GPC.
+inline int estimate_active_clusters(const DeviceCaps& d, int cluster_size, int64_t smem_bytes) {
+  if (cluster_size <= 0 || d.sm_count <= 0) return 0;
+  if (d.smem_per_block_optin > 0 && smem_bytes > d.smem_per_block_optin) return 0;
+  int gpcs = 0, per_gpc = 0;
+  if (d.gpc_count > 0) {
+    gpcs = d.gpc_count;
+    per_gpc = d.sm_count / d.gpc_count;
+  } else if (d.sm_count >= kAssumedSmsPerGpc) {
+    gpcs = d.sm_count / kAssumedSmsPerGpc;
+    per_gpc = kAssumedSmsPerGpc;
+  } else {
+    gpcs = 1;
+    per_gpc = d.sm_count;
+  }
+  return gpcs * (per_gpc / cluster_size);
+}
+
+inline int active_clusters(const DeviceCaps& d, int cluster_size, int64_t smem_bytes) {
+  return d.max_active_clusters ? d.max_active_clusters(cluster_size, smem_bytes)
+                               : estimate_active_clusters(d, cluster_size, smem_bytes);
 }
 
 inline double fma_per_clk_per_sm(const DeviceCaps& d) {
@@ -258,16 +301,45 @@ inline Plan plan_cluster(const DeviceCaps& d, const Problem& p) {
   const int64_t kp = round_up(p.H, kKAlign);
   const int ng = operand_count(p);
   const bool side = !p.reset_after;
-  // As many clusters as fill the SMs once, each with an equal share of the batch.
-  const int64_t fit_clusters = std::max<int64_t>(1, d.sm_count / cs);
-  const int64_t wanted = ceil_div(p.B, fit_clusters);
-  const int64_t bt = batch_tile_for(wanted, J, kp, ng, 2, side, elem, d.smem_per_block_optin);
-  if (bt == 0) {
+  auto tile = [&](int64_t rows_wanted) {
+    return batch_tile_for(rows_wanted, J, kp, ng, 2, side, elem, d.smem_per_block_optin);
+  };
+  auto fit_at = [&](int64_t tile_rows) {
+    return int64_t(active_clusters(d, int(cs), smem_for(J, kp, tile_rows, ng, 2, side, elem)));
+  };
+  const int64_t bt_max = tile(p.B);  // the largest tile shared memory allows (<= B rounded)
+  if (bt_max == 0) {
     fail(plan, Path::kCluster,
          "U slice of " + std::to_string(J) + " units x 3 gates x " + std::to_string(kp) +
              " in a " + std::to_string(cs) + "-CTA cluster = " +
              std::to_string(3 * J * kp * elem) + " bytes plus 2 double-buffered rows exceeds " +
              std::to_string(d.smem_per_block_optin) + " bytes of shared memory per block");
+    return plan;
+  }
+  // Batch tile: ideally every tile's cluster is resident in one wave (a second wave reruns the
+  // whole sequence for its rows). Start from an equal share of the batch over the clusters the
+  // SM count suggests (an upper bound on what fits), ask how many clusters of that geometry fit
+  // at once, and while the tiles need more than that, widen the tile to an equal share over
+  // the clusters that fit. The tile only grows (bounded by bt_max), so this ends; a wider tile
+  // needs more shared memory, so fewer clusters may fit and more than one wave may remain
+  // (the plan reports them and est_step_us counts them).
+  int64_t bt = tile(ceil_div(p.B, std::max<int64_t>(1, d.sm_count / cs)));
+  int64_t fit = fit_at(bt);
+  for (int iter = 0; iter < 16 && fit >= 1 && ceil_div(p.B, bt) > fit && bt < bt_max; ++iter) {
+    const int64_t wider = std::max(tile(ceil_div(p.B, fit)), bt + (bt >= 8 ? 8 : 2));
+    bt = std::min(wider, bt_max);
+    fit = fit_at(bt);
+  }
+  // Not even one cluster resident at this tile: narrower tiles need less shared memory.
+  while (fit < 1 && bt > 2) {
+    bt = bt > 8 ? (bt / 2 + 7) / 8 * 8 : bt - 2;
+    fit = fit_at(bt);
+  }
+  if (fit < 1) {
+    fail(plan, Path::kCluster,
+         "the device cannot hold one cluster of " + std::to_string(cs) + " CTAs with " +
+             std::to_string(smem_for(J, kp, bt, ng, 2, side, elem)) +
+             " bytes of shared memory each");
     return plan;
   }
   const int64_t clusters = ceil_div(p.B, bt);
@@ -288,7 +360,9 @@ inline Plan plan_cluster(const DeviceCaps& d, const Problem& p) {
   plan.smem_bytes = smem_for(J, kp, bt, ng, 2, side, elem);
   plan.barriers_per_step = p.reset_after ? 1 : 2;
   const double rows = double(bt >= 8 ? round_up(bt, 8) : round_up(bt, 2));
-  const double waves = double(ceil_div(clusters, fit_clusters));
+  plan.active_clusters = int(fit);
+  plan.waves = int(ceil_div(clusters, fit));
+  const double waves = double(plan.waves);
   const double fma = rows * 3.0 * double(J) * double(kp);
   const double compute_us = fma / (fma_per_clk_per_sm(d) * kSimtEfficiency * kClockGHz * 1e3);
   const double push_us = double(bt) * double(p.H) * ng * 4.0 / kDsmemBytesPerUsPerSm;
@@ -298,7 +372,8 @@ inline Plan plan_cluster(const DeviceCaps& d, const Problem& p) {
   plan.reason = "persistent_cluster fits: " + std::to_string(clusters) + " cluster(s) of " +
                 std::to_string(cs) + " CTAs x " + std::to_string(J) + " units, " +
                 std::to_string(bt) + " batch rows each, " + std::to_string(plan.smem_bytes) +
-                " bytes of shared memory per CTA";
+                " bytes of shared memory per CTA, " + std::to_string(fit) +
+                " cluster(s) resident at once, " + std::to_string(plan.waves) + " wave(s)";
   return plan;
 }
 

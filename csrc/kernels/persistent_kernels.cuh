@@ -36,6 +36,12 @@
 #define GRU_PK_NOINLINE
 #endif
 
+#include <cstdint>
+#include <cstring>
+#ifdef GRU_PK_HOST_EMULATION
+#include <thread>
+#endif
+
 #include "common/activations.h"
 #include "kernels/gru_persistent.h"
 #include "kernels/persistent_capacity.h"
@@ -139,9 +145,32 @@ __device__ __forceinline__ float act_b(int id, float x) {
 // readers use ld.global.cg (L2), so no stale L1 line can be read either. A CTA arriving at
 // barrier n+1 before a slow CTA has left barrier n only raises the counter further, which
 // keeps the slow CTA's exit condition true (monotonic counter, no reset, no sense flag).
+//
+// Back-off: between polls thread 0 sleeps (__nanosleep), starting at backoff_ns and doubling up
+// to kGridBarrierBackoffMaxFactor times that, so that 100+ spinning CTAs do not hammer the one
+// L2 line the arrivals update. Bounded so that a late waiter oversleeps the release by at most
+// the cap. backoff_ns = 0 spins without sleeping.
+// kGridBarrierBackoffNs is a guess, not a measurement (nothing has run on a GPU): calibrate it
+// with gru_cuda._C.persistent_barrier_latency_us(device, "counter", ctas, iterations,
+// backoff_ns) over e.g. 0, 16, 32, 64, 128, 256 and keep the fastest.
+constexpr unsigned kGridBarrierBackoffNs = 32;
+constexpr unsigned kGridBarrierBackoffMaxFactor = 8;
+
+__device__ __forceinline__ void backoff_sleep(unsigned ns) {
+#ifdef GRU_PK_HOST_EMULATION
+  (void)ns;
+  std::this_thread::yield();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+  __nanosleep(ns);
+#else
+  (void)ns;  // no __nanosleep before sm_70: plain spin
+#endif
+}
+
 struct GridBarrier {
   unsigned long long* counter;
   unsigned long long target;
+  unsigned backoff_ns = kGridBarrierBackoffNs;
 
   __device__ __forceinline__ void sync() {
     __syncthreads();
@@ -152,10 +181,17 @@ struct GridBarrier {
 #else
       asm volatile("red.release.gpu.global.add.u64 [%0], %1;" ::"l"(counter), "l"(1ull)
                    : "memory");
+      const unsigned cap = backoff_ns * kGridBarrierBackoffMaxFactor;
+      unsigned ns = backoff_ns;
       unsigned long long seen;
-      do {
+      while (true) {
         asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(seen) : "l"(counter) : "memory");
-      } while (seen < target);
+        if (seen >= target) break;
+        if (ns != 0) {
+          backoff_sleep(ns);
+          ns = ns < cap / 2 ? 2 * ns : cap;
+        }
+      }
 #endif
     }
     __syncthreads();
@@ -227,26 +263,123 @@ __device__ void load_backward_weights(T* w, const T* __restrict__ U, int H, int 
   }
 }
 
+// ---- staging the exchanged operand ----------------------------------------------------------
+
+// 16 bytes of T at p (16-byte aligned) as fp32, read through L2 (.cg: other CTAs wrote them) or
+// the read-only path (.nc: never written during the launch).
+template <bool kCG>
+__device__ __forceinline__ void ld16(const float* p, float (&out)[4]) {
+  const float4 v = kCG ? __ldcg(reinterpret_cast<const float4*>(p))
+                       : __ldg(reinterpret_cast<const float4*>(p));
+  out[0] = v.x;
+  out[1] = v.y;
+  out[2] = v.z;
+  out[3] = v.w;
+}
+template <bool kCG, typename T16>
+__device__ __forceinline__ void ld16(const T16* p, float (&out)[8]) {
+  const uint4 v = kCG ? __ldcg(reinterpret_cast<const uint4*>(p))
+                      : __ldg(reinterpret_cast<const uint4*>(p));
+  __align__(16) T16 e[8];
+  memcpy(e, &v, 16);  // a register move once compiled; no type-punned read
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = ld_pair(e + 2 * i);
+    out[2 * i] = f.x;
+    out[2 * i + 1] = f.y;
+  }
+}
+
+__device__ __forceinline__ bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
+
+// The body of stage_rows: kV elements (kV = 1, or 16 bytes' worth) per iteration, kQ whether
+// the q factor applies. Thread t starts at vector t of the (op, r, k) sequence and steps by
+// kThreads vectors, carrying k into r and r into op by subtraction: two divisions per call,
+// none per element, and every thread busy however short a row is.
+template <int kV, bool kQ, typename T>
+__device__ __forceinline__ void stage_rows_impl(float* hs, int op_stride, int kp, int nops,
+                                                int rows, int H, const T* src,
+                                                int64_t row_stride, int64_t op_src_stride,
+                                                const T* q, int64_t q_op_stride) {
+  const int nv = H / kV;  // vectors per row (kV divides H)
+  if (nv <= 0 || rows <= 0) return;
+  const int dr = kThreads / nv, dk = kThreads - dr * nv;
+  int r = int(threadIdx.x) / nv;
+  int kv = int(threadIdx.x) - r * nv;
+  int op = 0;
+  while (op < nops && r >= rows) {
+    r -= rows;
+    ++op;
+  }
+  while (op < nops) {
+    const int k = kv * kV;
+    const int64_t src_off = op * op_src_stride + r * row_stride + k;
+    float* dst = hs + op * op_stride + r * kp + k;
+    if constexpr (kV == 1) {
+      float v = ldf(__ldcg(src + src_off));
+      if constexpr (kQ) v *= ldf(__ldg(q + op * q_op_stride + int64_t(r) * H + k));
+      *dst = v;
+    } else {
+      float v[kV];
+      ld16<true>(src + src_off, v);
+      if constexpr (kQ) {
+        float f[kV];
+        ld16<false>(q + op * q_op_stride + int64_t(r) * H + k, f);
+#pragma unroll
+        for (int i = 0; i < kV; ++i) v[i] *= f[i];
+      }
+#pragma unroll
+      for (int i = 0; i < kV; i += 4) {
+        *reinterpret_cast<float4*>(dst + i) = make_float4(v[i], v[i + 1], v[i + 2], v[i + 3]);
+      }
+    }
+    kv += dk;
+    r += dr;
+    if (kv >= nv) {
+      kv -= nv;
+      ++r;
+    }
+    while (op < nops && r >= rows) {
+      r -= rows;
+      ++op;
+    }
+  }
+}
+
 // hs[op·op_stride + r·kp + k] = src[r·row_stride + op·op_src_stride + k]
 //                               (· q[op·q_op_stride + r·H + k] when q != nullptr)
 // for op < nops, r < rows, k < H. src holds values other CTAs wrote: read through L2 (.cg).
-// Padding (k >= H) is never written: zeroed once at the start.
+// Padding (k >= H) is never written: zeroed once at the start. 16-byte loads (4 floats or 8
+// halves) and float4 stores when H, the strides and the pointers allow them, else one element
+// at a time; the test depends only on the arguments, so the whole block takes the same branch.
 template <typename T>
 __device__ __forceinline__ void stage_rows(float* hs, int op_stride, int kp, int nops, int rows,
                                            int H, const T* src, int64_t row_stride,
                                            int64_t op_src_stride, const T* q,
                                            int64_t q_op_stride) {
-  const int per_op = rows * H;
-  const int total = nops * per_op;
-#pragma unroll 4
-  for (int idx = threadIdx.x; idx < total; idx += kThreads) {
-    const int op = idx / per_op;
-    const int rem = idx - op * per_op;
-    const int r = rem / H;
-    const int k = rem - r * H;
-    float v = ldf(__ldcg(src + r * row_stride + op * op_src_stride + k));
-    if (q != nullptr) v *= ldf(__ldg(q + op * q_op_stride + int64_t(r) * H + k));
-    hs[op * op_stride + r * kp + k] = v;
+  constexpr int kV = 16 / int(sizeof(T));
+  // kp is a multiple of 64 and op_stride of kp, so hs rows are 16-byte aligned when hs is.
+  const bool vec = H % kV == 0 && row_stride % kV == 0 && op_src_stride % kV == 0 &&
+                   aligned16(src) && aligned16(hs) && op_stride % 4 == 0 &&
+                   (q == nullptr || (q_op_stride % kV == 0 && aligned16(q)));
+  if (q != nullptr) {
+    if (vec) {
+      stage_rows_impl<kV, true>(hs, op_stride, kp, nops, rows, H, src, row_stride,
+                                op_src_stride, q, q_op_stride);
+    } else {
+      stage_rows_impl<1, true>(hs, op_stride, kp, nops, rows, H, src, row_stride, op_src_stride,
+                               q, q_op_stride);
+    }
+  } else {
+    if (vec) {
+      stage_rows_impl<kV, false>(hs, op_stride, kp, nops, rows, H, src, row_stride,
+                                 op_src_stride, q, q_op_stride);
+    } else {
+      stage_rows_impl<1, false>(hs, op_stride, kp, nops, rows, H, src, row_stride,
+                                op_src_stride, q, q_op_stride);
+    }
   }
 }
 
@@ -922,6 +1055,45 @@ __global__ void __launch_bounds__(kThreads, 1)
 // Launch
 // =============================================================================================
 
+// The launch configuration of `clusters` clusters of `ctas` CTAs; attr holds its one attribute.
+inline cudaLaunchConfig_t cluster_config(int ctas, int clusters, int64_t smem_bytes,
+                                         cudaStream_t stream, cudaLaunchAttribute (&attr)[1]) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(ctas) * unsigned(clusters));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = size_t(smem_bytes);
+  cfg.stream = stream;
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(ctas);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cfg;
+}
+
+// cudaOccupancyMaxActiveClusters for kernel fn with the attributes launch_kernel would set.
+inline int max_active_clusters_of(const void* fn, int ctas, int64_t smem_bytes) {
+  if (ctas < 1 || smem_bytes < 0) return 0;
+  if (cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_bytes)) !=
+          cudaSuccess ||
+      (ctas > 8 &&
+       cudaFuncSetAttribute(fn, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) !=
+           cudaSuccess)) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  cudaLaunchAttribute attr[1];
+  // The grid must be a multiple of the cluster size; the count does not depend on it.
+  const cudaLaunchConfig_t cfg = cluster_config(ctas, 1, smem_bytes, nullptr, attr);
+  int clusters = 0;
+  if (cudaOccupancyMaxActiveClusters(&clusters, fn, &cfg) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return clusters;
+}
+
 inline LaunchStatus launch_kernel(const void* fn, const PersistentGeometry& geo, void** args,
                                   cudaStream_t stream) {
   LaunchStatus st;
@@ -951,18 +1123,8 @@ inline LaunchStatus launch_kernel(const void* fn, const PersistentGeometry& geo,
     err = cudaLaunchCooperativeKernel(fn, dim3(unsigned(geo.ctas + geo.extra_ctas)),
                                       dim3(kThreads), args, size_t(smem), stream);
   } else {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(unsigned(geo.ctas) * unsigned(geo.clusters));
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = size_t(smem);
-    cfg.stream = stream;
     cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = unsigned(geo.ctas);
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cudaLaunchConfig_t cfg = cluster_config(geo.ctas, geo.clusters, geo.smem_bytes, stream, attr);
     if (geo.ctas > 8) {
       err = cudaFuncSetAttribute(fn, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
       if (err != cudaSuccess) {
@@ -1039,6 +1201,20 @@ LaunchStatus gru_persistent_backward(const PersistentBackwardParams<T>& params,
                            args, stream);
 }
 
+template <typename T>
+int gru_persistent_forward_max_active_clusters(bool reset_after, bool fast, int cluster_size,
+                                               int64_t smem_bytes) {
+  return pk::max_active_clusters_of(pk::forward_kernel<T>(true, reset_after, fast), cluster_size,
+                                    smem_bytes);
+}
+
+template <typename T>
+int gru_persistent_backward_max_active_clusters(bool reset_after, bool fast, int cluster_size,
+                                                int64_t smem_bytes) {
+  return pk::max_active_clusters_of(pk::backward_kernel<T>(true, reset_after, fast),
+                                    cluster_size, smem_bytes);
+}
+
 }  // namespace kernels
 }  // namespace gru_cuda
 
@@ -1047,6 +1223,7 @@ LaunchStatus gru_persistent_backward(const PersistentBackwardParams<T>& params,
   namespace kernels {                                                                          \
   template LaunchStatus gru_persistent_forward<T>(const PersistentForwardParams<T>&,           \
                                                   const PersistentGeometry&, cudaStream_t);    \
+  template int gru_persistent_forward_max_active_clusters<T>(bool, bool, int, int64_t);        \
   }                                                                                            \
   }
 #define GRU_PERSISTENT_INSTANTIATE_BACKWARD(T)                                                 \
@@ -1054,5 +1231,6 @@ LaunchStatus gru_persistent_backward(const PersistentBackwardParams<T>& params,
   namespace kernels {                                                                          \
   template LaunchStatus gru_persistent_backward<T>(const PersistentBackwardParams<T>&,         \
                                                    const PersistentGeometry&, cudaStream_t);   \
+  template int gru_persistent_backward_max_active_clusters<T>(bool, bool, int, int64_t);       \
   }                                                                                            \
   }
