@@ -79,14 +79,19 @@ def _shape(options: str):
     return (16, 5, 8, 64) if options == "wide" else (4, 7, 6, 33)  # B, T, F, H
 
 
-def _problem(options: str, reset_after: bool, generator: torch.Generator) -> dict:
+def _problem(options: str, reset_after: bool, generator: torch.Generator,
+             dtype: torch.dtype) -> dict:
     B, T, F, H = _shape(options)
 
     def r(*shape, scale=1.0):
         return torch.randn(*shape, generator=generator, dtype=torch.float64) * scale
 
-    p = {"x": r(B, T, F), "kernel": r(F, 3 * H, scale=0.6 / F ** 0.5),
-         "recurrent_kernel": r(H, 3 * H, scale=0.6 / H ** 0.5),
+    # hard_sigmoid has kinks at ±3: a pre-activation that 16-bit rounding moves across one gets
+    # a gradient 1/6 off the float64 reference's. Smaller weights keep 16-bit runs of that case
+    # away from the kinks (float32 and float64 still cover the clipped branch).
+    w = 0.25 if options == "gelu/hard_sigmoid" and dtype in (torch.float16, torch.bfloat16) else 0.6
+    p = {"x": r(B, T, F), "kernel": r(F, 3 * H, scale=w / F ** 0.5),
+         "recurrent_kernel": r(H, 3 * H, scale=w / H ** 0.5),
          "bias": r(2, 3 * H, scale=0.2) if reset_after else r(3 * H, scale=0.2),
          "initial_state": None, "grad_out": r(B, T, H), "grad_state": r(B, H)}
     kw = {"reset_after": reset_after}
@@ -159,7 +164,7 @@ def _check_one(path: str, dtype: torch.dtype, reset_after: bool, options: str,
                device: torch.device, generator: torch.Generator) -> Row:
     row = Row(path, _DTYPE_NAMES[dtype], "reset_after" if reset_after else "reset_before",
               options)
-    prob = _problem(options, reset_after, generator)
+    prob = _problem(options, reset_after, generator, dtype)
     # The reference sees the inputs the kernel sees: rounded to the dtype, then float64.
     rounded = {k: (None if v is None else v.to(dtype).double()) for k, v in prob["tensors"].items()}
     kw_ref = {k: (v.to(dtype).double() if isinstance(v, torch.Tensor) and v.is_floating_point()
@@ -220,6 +225,17 @@ def run(device=None, paths: Optional[Sequence[str]] = None, quick: bool = False,
         available = [p for p in available if p in paths]
     generator = torch.Generator().manual_seed(seed)
     rows = []
+    # TF32 would put float32 products at ~1e-3: exact float32 for the run, then as it was.
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        _run_all(available, device, quick, generator, rows, progress)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    return rows
+
+
+def _run_all(available, device, quick, generator, rows, progress) -> None:
     for path in available:
         for dtype in DTYPES:
             for reset_after in (True, False):
@@ -228,7 +244,6 @@ def run(device=None, paths: Optional[Sequence[str]] = None, quick: bool = False,
                     rows.append(row)
                     if progress is not None:
                         progress(row)
-    return rows
 
 
 def device_facts(device=None, rows: Sequence[Row] = ()) -> dict:
