@@ -1,4 +1,4 @@
-"""Keras 3's own gru_test numbers (shared/reference/keras_gru_semantics.md §5), reproduced with
+"""Keras 3's own gru_test numbers (keras/src/layers/rnn/gru_test.py upstream), reproduced with
 the functional op: kernel entries 0.01, recurrent 0.02, every bias entry 0.03, float32 input."""
 import numpy as np
 import pytest

@@ -1,5 +1,6 @@
 // gru_cuda._C.cuda_device_capacity(device): the on-chip capacity of a CUDA device, which decides
-// what a persistent kernel can keep resident (docs: shared/reference/kernels_and_limits.md §3).
+// what a persistent kernel can keep resident (the limits are those of the CUDA programming
+// guide's per-architecture tables).
 // Attributes are read with cudaDeviceGetAttribute, which stays stable across CUDA versions
 // (several cudaDeviceProp fields were removed in CUDA 13).
 #include <cuda_runtime_api.h>
