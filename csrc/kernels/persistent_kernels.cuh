@@ -760,6 +760,58 @@ __device__ __forceinline__ void finish_grad_h0(const PersistentBackwardParams<T>
   for (int e_ = threadIdx.x; e_ < (rows) * (J); e_ += kThreads)           \
     if (const int r = e_ / (J), jj = e_ - r * (J), j = (j0) + jj; j < (H))
 
+// Prefetch into L2 of the step's inputs that do not depend on the recurrence (gx, mask, the
+// saved states and workspace, the incoming output gradient), issued before the step's product
+// so that their DRAM latency overlaps the staging and the product instead of following them.
+// A prefetch is only a hint: it orders nothing and changes no value. One prefetch per 32-byte
+// sector a thread's element starts (or its first unit), not one per element.
+__device__ __forceinline__ void prefetch_l2(const void* ptr) {
+#ifndef GRU_PK_HOST_EMULATION
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(ptr));
+#else
+  (void)ptr;
+#endif
+}
+
+template <typename T>
+__device__ __forceinline__ bool sector_head(int j, int jj) {
+  return jj == 0 || (int64_t(j) * int64_t(sizeof(T))) % 32 == 0;
+}
+
+// Forward step s (input time tau), rows [b0, b0 + rows) of this CTA's units.
+template <typename T>
+__device__ __forceinline__ void prefetch_forward_step(const PersistentForwardParams<T>& p,
+                                                      int64_t tau, int64_t b0, int rows, int J,
+                                                      int j0) {
+  const int64_t H = p.H;
+  GRU_PK_FOR_UNITS(rows, J, j0, H, r, jj, j) {
+    if (!sector_head<T>(j, jj)) continue;
+    const T* gx = p.gx + (tau * p.B + b0 + r) * 3 * H + j;
+    prefetch_l2(gx);
+    prefetch_l2(gx + H);
+    prefetch_l2(gx + 2 * H);
+    if (jj == 0 && p.mask != nullptr) prefetch_l2(p.mask + tau * p.B + b0 + r);
+  }
+}
+
+// Backward step s: the output gradient, the saved workspace row (ws_width gate blocks) and the
+// previous state.
+template <typename T>
+__device__ __forceinline__ void prefetch_backward_step(const PersistentBackwardParams<T>& p,
+                                                       int64_t s, int64_t tau, int64_t b0,
+                                                       int rows, int J, int j0, int ws_width) {
+  const int64_t H = p.H;
+  GRU_PK_FOR_UNITS(rows, J, j0, H, r, jj, j) {
+    if (!sector_head<T>(j, jj)) continue;
+    const int64_t b = b0 + r;
+    prefetch_l2(p.grad_outputs + s * p.B * H + b * H + j);
+    const T* ws = p.workspace + (s * p.B + b) * ws_width * H + j;
+    for (int g = 0; g < ws_width; ++g) prefetch_l2(ws + g * H);
+    prefetch_l2((s == 0 ? p.h0 : p.states + (s - 1) * p.B * H) + b * H + j);
+    if (jj == 0 && p.mask != nullptr) prefetch_l2(p.mask + tau * p.B + b);
+  }
+}
+
 // =============================================================================================
 // Grid path
 // =============================================================================================
@@ -786,6 +838,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int64_t b0 = 0; b0 < B; b0 += bt) {
       const int rows = int(B - b0 < bt ? B - b0 : bt);
       const int nops = q != nullptr ? (kRA ? 3 : 2) : 1;
+      prefetch_forward_step(p, tau, b0, rows, J, j0);
       stage_rows(sm.hs, sm.op_stride, kp, nops, rows, H, hprev + b0 * H, H, 0,
                  q != nullptr ? q + b0 * H : nullptr, BH);
       __syncthreads();
@@ -840,6 +893,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const bool have_prod = s < steps - 1;
     for (int64_t b0 = 0; b0 < B; b0 += bt) {
       const int rows = int(B - b0 < bt ? B - b0 : bt);
+      prefetch_backward_step(p, s, tau, b0, rows, J, j0, kRA ? 4 : 3);
       if (have_prod) {  // dgh of step s+1 (all CTAs) times this CTA's rows of Uᵀ
         stage_rows(sm.hs, sm.op_stride, kp, kZR, rows, H,
                    p.dgates + (tau_of(s + 1) * B + b0) * H3, H3, H,
@@ -935,6 +989,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     float* cur = sm.hs + (s & 1) * sm.buf_stride;
     float* nxt = sm.hs + ((s + 1) & 1) * sm.buf_stride;
     const bool push_state = s + 1 < steps;
+    prefetch_forward_step(p, tau, b0, rows, J, j0);
     gemm(cur, sm.op_stride, q != nullptr, w, J, kp, rows, 0, kRA ? 3 : 2, sm.gs);
     __syncthreads();
     if constexpr (kRA) {
@@ -1006,6 +1061,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int64_t parity = (steps - 1 - s) & 1;  // step s reads this buffer, writes the other
     float* cur = sm.hs + parity * sm.buf_stride;
     float* nxt = sm.hs + (parity ^ 1) * sm.buf_stride;
+    prefetch_backward_step(p, s, tau, b0, rows, J, j0, kRA ? 4 : 3);
     if (s < steps - 1) {
       gemm(cur, sm.op_stride, true, w, J, kp, rows, 0, kZR, sm.gs);
       __syncthreads();
