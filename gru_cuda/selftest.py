@@ -44,7 +44,7 @@ from gru_cuda import dispatch, reference
 from gru_cuda._library import _C
 from gru_cuda.functional import gru as _kernel_gru
 
-__all__ = ["Row", "TOLERANCES", "run", "device_facts", "main"]
+__all__ = ["Row", "TOLERANCES", "run", "device_facts", "poison_allocator", "main"]
 
 # (forward, gradients): max |a - e| / max(max |e|, 1) against float64 on the same rounded inputs.
 TOLERANCES: Dict[torch.dtype, tuple] = {
@@ -123,7 +123,7 @@ def _cast(kw: dict, dtype, device) -> dict:
     return out
 
 
-def _poison(device: torch.device) -> None:
+def poison_allocator(device: torch.device) -> None:
     """Fills the caching allocator's free blocks with 0xFF bytes (NaN in every float dtype), so
     that the kernel's outputs and workspaces start as NaN. On a CPU the allocator returns memory
     to the system, so there is nothing to poison: the finiteness checks still apply."""
@@ -171,7 +171,7 @@ def _check_one(path: str, dtype: torch.dtype, reset_after: bool, options: str,
                   else v) for k, v in prob["kw"].items()}
     r_out, r_state, r_grads = _forward_backward(reference.gru, rounded, kw_ref, torch.float64,
                                                 torch.device("cpu"))
-    _poison(device)
+    poison_allocator(device)
     try:
         with dispatch.force_path(path):
             out, state, grads = _forward_backward(_kernel_gru, rounded, kw_ref, dtype, device)

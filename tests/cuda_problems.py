@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import assert_close_rel
-from gru_cuda import dispatch, reference
+from gru_cuda import dispatch, reference, selftest
 from gru_cuda.functional import gru
 
 
@@ -98,12 +98,7 @@ def path(request):
 def poison_allocator():
     """Leaves the caching allocator's free blocks filled with 0xFF bytes (NaN in every float
     dtype), so that an element a kernel forgets to write shows up as NaN."""
-    torch.cuda.synchronize()
-    blocks = [torch.empty(64 << 20, dtype=torch.uint8, device="cuda").fill_(255)]  # large pool
-    blocks += [torch.empty(256 << 10, dtype=torch.uint8, device="cuda").fill_(255)
-               for _ in range(32)]  # small pool
-    torch.cuda.synchronize()
-    del blocks
+    selftest.poison_allocator(torch.device("cuda", torch.cuda.current_device()))
 
 
 def clear_last_path():
