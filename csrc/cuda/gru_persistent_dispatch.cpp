@@ -1,6 +1,7 @@
 // The persistent path's torch-aware glue: see gru_persistent_dispatch.h for the contract and
 // docs/persistent.md for the design.
 #include "cuda/gru_persistent_dispatch.h"
+#include "kernels/persistent_geometry.h"
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
@@ -71,15 +72,7 @@ void check_contiguous(const Tensor& t, const char* name) {
 }
 
 kn::PersistentGeometry geometry_of(const Plan& plan, const DeviceCaps& caps) {
-  kn::PersistentGeometry g;
-  g.cluster = plan.path == Path::kCluster ? 1 : 0;
-  g.J = plan.units_per_cta;
-  g.kp = plan.k_pad;
-  g.bt = plan.batch_tile;
-  g.ng = plan.operands;
-  g.ctas = plan.ctas;
-  g.clusters = plan.clusters;
-  g.smem_bytes = plan.smem_bytes;
+  kn::PersistentGeometry g = geometry_from_plan(plan);
   if (!g.cluster && g_oversubscribe.load()) {
     // More CTAs than the device can ever hold at once (<= 2048 threads per SM).
     g.extra_ctas = caps.sm_count * (2048 / kThreads) + 1 - g.ctas;

@@ -6,6 +6,7 @@
 #pragma once
 #include <string>
 
+#include "kernels/persistent_geometry.h"
 #include "kernels/persistent_kernels.cuh"
 
 namespace emu_pk {
@@ -43,15 +44,7 @@ inline bool plan(const ps::Problem& pr, const std::string& path, int sm_count, i
     info = "nofit: " + plan.reason;
     return false;
   }
-  g = kn::PersistentGeometry();
-  g.cluster = plan.path == ps::Path::kCluster;
-  g.J = plan.units_per_cta;
-  g.kp = plan.k_pad;
-  g.bt = plan.batch_tile;
-  g.ng = plan.operands;
-  g.ctas = plan.ctas;
-  g.clusters = plan.clusters;
-  g.smem_bytes = plan.smem_bytes;
+  g = ps::geometry_from_plan(plan);
   if (max_bt > 0 && g.bt > max_bt) {
     g.bt = max_bt;
     if (g.cluster) g.clusters = int((pr.B + max_bt - 1) / max_bt);
