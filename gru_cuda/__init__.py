@@ -11,7 +11,7 @@ from gru_cuda.keras_api import bidirectional, layer_gru, layer_gru_cell, layer_r
 from gru_cuda import dispatch  # noqa: F401
 from gru_cuda.dispatch import explain, force_path, kernel_paths, last_path, set_path
 
-__version__ = "0.1.0"
+from gru_cuda._version import __version__
 
 
 def build_info() -> dict:

@@ -30,7 +30,8 @@ def _softplus(x):
     return torch.logaddexp(x, torch.zeros_like(x))
 
 
-# PyTorch forms of every activation accepted by name (Keras 3 formulas, semantics file §6.2).
+# PyTorch forms of every activation accepted by name (the formulas of Keras 3's
+# keras/src/activations/activations.py).
 TORCH_ACTIVATIONS: dict = {
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Optional, Tuple
 
 import torch
 
 from gru_cuda import activations, ops, reference
 from gru_cuda._validation import check_gru_args
+from gru_cuda.activations import ActivationArg
 
 __all__ = ["gru"]
 
@@ -25,10 +27,23 @@ def _autocast_cast(t, dtype):
     return t
 
 
-def gru(x, kernel, recurrent_kernel, bias=None, initial_state=None, *, reset_after=True,
-        activation="tanh", recurrent_activation="sigmoid", go_backwards=False, time_major=False,
-        mask=None, zero_output_for_mask=False, input_dropout_mask=None,
-        recurrent_dropout_mask=None):
+def gru(
+    x: torch.Tensor,
+    kernel: torch.Tensor,
+    recurrent_kernel: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    initial_state: Optional[torch.Tensor] = None,
+    *,
+    reset_after: bool = True,
+    activation: ActivationArg = "tanh",
+    recurrent_activation: ActivationArg = "sigmoid",
+    go_backwards: bool = False,
+    time_major: bool = False,
+    mask: Optional[torch.Tensor] = None,
+    zero_output_for_mask: bool = False,
+    input_dropout_mask: Optional[torch.Tensor] = None,
+    recurrent_dropout_mask: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Gated Recurrent Unit over a whole sequence, with Keras 3 numerics.
 
     With `W = kernel`, `U = recurrent_kernel`, σ = `recurrent_activation`, φ = `activation`,
@@ -109,7 +124,8 @@ def gru(x, kernel, recurrent_kernel, bias=None, initial_state=None, *, reset_aft
         mask = mask.to(torch.bool)
 
     need_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, kernel, recurrent_kernel, bias, initial_state))
+        t is not None and t.requires_grad
+        for t in (x, kernel, recurrent_kernel, bias, initial_state))
     # The inputs already have their final dtype; autocast must not reach the GEMMs inside the
     # op (they write into buffers of the compute dtype), so it is off for the call.
     no_autocast = (torch.autocast(x.device.type, enabled=False) if cast is not None

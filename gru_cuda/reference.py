@@ -7,16 +7,32 @@ the kernels beyond argument checking. It also serves activations with no fused k
 """
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 import torch
 
 from gru_cuda import activations
+from gru_cuda.activations import ActivationArg
 from gru_cuda._validation import check_gru_args
 
 
-def gru(x, kernel, recurrent_kernel, bias=None, initial_state=None, *, reset_after=True,
-        activation="tanh", recurrent_activation="sigmoid", go_backwards=False, time_major=False,
-        mask=None, zero_output_for_mask=False, input_dropout_mask=None,
-        recurrent_dropout_mask=None):
+def gru(
+    x: torch.Tensor,
+    kernel: torch.Tensor,
+    recurrent_kernel: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    initial_state: Optional[torch.Tensor] = None,
+    *,
+    reset_after: bool = True,
+    activation: ActivationArg = "tanh",
+    recurrent_activation: ActivationArg = "sigmoid",
+    go_backwards: bool = False,
+    time_major: bool = False,
+    mask: Optional[torch.Tensor] = None,
+    zero_output_for_mask: bool = False,
+    input_dropout_mask: Optional[torch.Tensor] = None,
+    recurrent_dropout_mask: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Reference GRU over a sequence; see gru_cuda.functional.gru for the arguments."""
     T, B, F, H = check_gru_args(
         x, kernel, recurrent_kernel, bias, initial_state, reset_after=reset_after,
@@ -75,7 +91,8 @@ def gru(x, kernel, recurrent_kernel, bias=None, initial_state=None, *, reset_aft
             out, h = h_new, h_new
         else:
             valid = mask[t].unsqueeze(1)
-            out = torch.where(valid, h_new, torch.zeros_like(h_new) if zero_output_for_mask else prev_out)
+            held = torch.zeros_like(h_new) if zero_output_for_mask else prev_out
+            out = torch.where(valid, h_new, held)
             h = torch.where(valid, h_new, h)
         prev_out = out
         outputs.append(out)

@@ -182,7 +182,7 @@ def test_shapes_presets_and_flop_convention(capsys):
     assert "4 cases" in out
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    # kernels_and_limits.md section 4: the GPU default covers the small-batch list
+    # the GPU default covers the small-batch shapes of docs/benchmarks.md
     gpu_shapes = {c.shape for c in bench.expand_cases(bench.preset_blocks("default", gpu))}
     assert {s.B for s in gpu_shapes} >= {1, 4, 8, 16, 32}
     assert {s.H for s in gpu_shapes} >= {128, 256, 512, 768, 1024}

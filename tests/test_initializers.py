@@ -50,7 +50,7 @@ def test_truncated_normal_variance_scaling(name, scale, fan):
 
 
 def test_glorot_uniform_kernel_limit_matches_keras_note():
-    # semantics §6.1: D=10, u=16 -> limit sqrt(6 / (10 + 48)) = 0.3216
+    # Keras's glorot_uniform on a (D, 3u) kernel: D=10, u=16 -> limit sqrt(6 / (10 + 48)) = 0.3216
     t = I.GlorotUniform()((10, 48))
     assert t.abs().max() <= 0.3216 + 1e-4
 

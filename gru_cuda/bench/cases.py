@@ -52,8 +52,9 @@ def _grid(batches, seqs, hiddens, feats=None) -> List[Shape]:
             for t, h, b in itertools.product(seqs, hiddens, batches)]
 
 
-# kernels_and_limits.md section 4, small-batch list: B x H as a grid at T=512 (the plot), and
-# T = 128 and 1024 at two points (one of them FlashRNN's shape).
+# The small-batch shapes the recurrent-kernel literature benchmarks (B <= 32, H 128..1024; see
+# docs/benchmarks.md): B x H as a grid at T=512 (the plot), and T = 128 and 1024 at two points
+# (one of them FlashRNN's published shape, B=16 H=768).
 _GPU_GRID = _grid((1, 4, 8, 16, 32), (512,), (128, 256, 512, 768, 1024))
 _GPU_SWEEP = _grid((4,), (128, 1024), (256,)) + _grid((16,), (128, 1024), (768,))
 # The same layout, scaled down so that the whole default run stays under ~10 minutes on a
