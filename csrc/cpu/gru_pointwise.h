@@ -20,9 +20,9 @@ template <typename T>
 using MathFor = std::conditional_t<std::is_same_v<T, float>, FastCpuMath, PreciseMath>;
 
 template <int A, typename T>
-inline T fwd(T x) { return act_forward<A, T, MathFor<T>>(x); }
+GRU_CPU_INLINE T fwd(T x) { return act_forward<A, T, MathFor<T>>(x); }
 template <int A, typename T>
-inline T bwd(T x) { return act_backward<A, T, MathFor<T>>(x); }
+GRU_CPU_INLINE T bwd(T x) { return act_backward<A, T, MathFor<T>>(x); }
 
 // Grain of the parallel loops: enough elements per task to amortise the thread hand-off.
 constexpr int64_t kGrain = 8192;
