@@ -18,6 +18,7 @@ RESULT_FIELDS = [
     "check_steps", "max_err", "tolerance", "tolerance_grad", "errors", "ms", "ms_p25", "ms_p75",
     "ms_cold", "ms_cold_p25", "ms_cold_p75", "repeats", "gflop", "gflop_with_input_proj", "tflops",
     "tflops_with_input_proj", "tflops_cold", "vs_torch", "vs_torch_cold", "vs_steploop",
+    "floor_ms", "x_floor",
 ]
 META_FIELDS = ["device", "device_name", "sm_count", "compute_capability", "driver", "cuda",
                "cudnn", "cudnn_tf32", "torch", "gru_cuda", "git_commit", "cpu_model",
@@ -41,7 +42,10 @@ class TablePrinter:
                 ("candidate", 22), ("status", 7), ("ms", 9)]
         if cuda:
             cols += [("ms cold", 9)]
-        cols += [("TFLOP/s", 8), ("x torch", 7), ("x loop", 7), ("err", 7)]
+        cols += [("TFLOP/s", 8), ("x torch", 7), ("x loop", 7)]
+        if not cuda:  # time over the GEMM floor measured in the same rounds (floor.py)
+            cols += [("x floor", 7)]
+        cols += [("err", 7)]
         self.cols = cols
         self.printed_header = False
         self._last_case = None
@@ -76,7 +80,10 @@ class TablePrinter:
                 if self.cuda:
                     cells.append(_ms(r.get("ms_cold")))
                 cells += [_f(r.get("tflops"), ".3g"), _f(r.get("vs_torch"), ".2f"),
-                          _f(r.get("vs_steploop"), ".2f"), _f(r.get("max_err"), ".0e")]
+                          _f(r.get("vs_steploop"), ".2f")]
+                if not self.cuda:
+                    cells.append(_f(r.get("x_floor"), ".2f"))
+                cells.append(_f(r.get("max_err"), ".0e"))
                 line = self._join(cells)
                 extra = [f"path {r['path']}"] if r.get("path") else []
                 extra += [r["note"]] if r.get("note") else []
@@ -103,7 +110,7 @@ def summarize(rows: List[dict]) -> List[dict]:
         if r["status"] != "ok" or not r["candidate"].startswith("gru_cuda"):
             continue
         g = groups.setdefault((r["candidate"], r["dtype"], r["mode"], r["reset_after"]), {})
-        for col in ("vs_torch", "vs_torch_cold", "vs_steploop"):
+        for col in ("vs_torch", "vs_torch_cold", "vs_steploop", "x_floor"):
             if r.get(col):
                 g.setdefault(col, []).append(r[col])
     out = []
@@ -123,7 +130,7 @@ def print_summary(meta: dict, summary: List[dict], out=sys.stdout):
     for s in summary:
         parts = []
         for col, label in (("vs_torch", "vs torch.nn.GRU"), ("vs_torch_cold", "cold-L2"),
-                           ("vs_steploop", "vs step loop")):
+                           ("vs_steploop", "vs step loop"), ("x_floor", "time / GEMM floor")):
             if col in s:
                 v = s[col]
                 parts.append(f"{label} {v['geomean']:.2f}x [{v['min']:.2f}, {v['max']:.2f}] "

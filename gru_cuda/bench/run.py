@@ -14,6 +14,7 @@ from .cases import DTYPES, SHORT_DTYPE, Case, Shape, expand_cases, flops
 from .check import (TOLERANCE, Reference, case_data, check_candidate, check_length,
                     compute_reference, make_master)
 from .config import Config
+from .floor import FLOOR_KEY, gemm_floor_runner
 from .metadata import busy_reason, collect_metadata, load_average_text, read_cpu_load
 from .timing import Timer, make_runner, quantiles
 
@@ -112,8 +113,13 @@ def run_case(case: Case, master: dict, ref: Reference, cfg: Config, timer: Timer
         if ref.steps < s.T:
             row["note"] = f"checked on the first {ref.steps} of {s.T} steps"
 
+    # CPU rows are measured against the products alone too (floor.py), in the same rounds.
+    if runners and cfg.device.type == "cpu":
+        runners[FLOOR_KEY] = gemm_floor_runner(data, case.reset_after, case.mode)
+
     def on_error(name, e):
-        rows[name].update(status="error", note=error_text(e))
+        if name in rows:
+            rows[name].update(status="error", note=error_text(e))
 
     ours = {c.key for c in cfg.candidates if isinstance(c, GruCudaCandidate)}
 
@@ -122,6 +128,8 @@ def run_case(case: Case, master: dict, ref: Reference, cfg: Config, timer: Timer
             rows[name]["path"] = path_label(case.mode)
 
     times, reps = timer.run(runners, on_error, probe) if runners else ({}, 0)
+    floor = times.pop(FLOOR_KEY, None)
+    floor_ms = quantiles(floor["warm"])[1] if floor else None
     for key, t in times.items():
         row = rows[key]
         if row["status"] != "ok":
@@ -134,6 +142,9 @@ def run_case(case: Case, master: dict, ref: Reference, cfg: Config, timer: Timer
             row["tflops"] = flops(s, case.mode) / (row["ms"] * 1e-3) / 1e12
             row["tflops_with_input_proj"] = (flops(s, case.mode, input_projection=True)
                                              / (row["ms"] * 1e-3) / 1e12)
+        if floor_ms and row["ms"]:
+            row["floor_ms"] = floor_ms
+            row["x_floor"] = row["ms"] / floor_ms
         if row.get("ms_cold"):
             row["tflops_cold"] = flops(s, case.mode) / (row["ms_cold"] * 1e-3) / 1e12
     for base, col in (("torch", "vs_torch"), ("steploop", "vs_steploop")):
