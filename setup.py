@@ -93,11 +93,11 @@ class BuildExt(BuildExtension):
 
 
 def rel(pattern):
-    return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern)))
+    return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern), recursive=True))
 
 
 def extension():
-    sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
+    sources = rel("csrc/*.cpp") + rel("csrc/cpu/**/*.cpp")
     # No FP traps or errno are observed by the library, which lets GCC if-convert and vectorise
     # the pointwise loops; IEEE results are unchanged (unlike -ffast-math).
     cxx = ["-O3", "-std=c++20", "-fno-trapping-math", "-fno-math-errno"]
@@ -112,7 +112,7 @@ def extension():
                             extra_compile_args={"cxx": cxx}, extra_link_args=link)
     if not torch.cuda.is_available():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-    sources += rel("csrc/cuda/*.cpp") + rel("csrc/kernels/*.cu")
+    sources += rel("csrc/cuda/*.cpp") + rel("csrc/kernels/**/*.cu")
     nvcc = ["-O3", "-std=c++17", "-lineinfo", "--expt-relaxed-constexpr", "-Xptxas=-warn-spills",
             "-DGRU_CUDA_WITH_CUDA"]
     return CUDAExtension("gru_cuda._C", sources, include_dirs=include_dirs,

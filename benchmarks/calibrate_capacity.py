@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Measures the cost constants of gru_cuda's capacity model on the current GPU.
 
-The capacity model (csrc/kernels/persistent_capacity.h) chooses between the stepwise and the
+The capacity model (csrc/kernels/persistent/persistent_capacity.h) chooses between the stepwise and the
 persistent paths from a handful of constants that were written down before any GPU run:
 barrier latencies, the cost of one launch of the stepwise loop, the rate of its thin per-step
 GEMMs, and the fraction of the SM's fp32 FMA peak the persistent product reaches. This script
@@ -41,7 +41,7 @@ from gru_cuda import dispatch
 from gru_cuda._library import _C
 from gru_cuda.functional import gru
 
-# The model's values (csrc/kernels/persistent_capacity.h), recorded beside the measurements.
+# The model's values (csrc/kernels/persistent/persistent_capacity.h), recorded beside the measurements.
 MODEL = {
     "clock_ghz": 1.5,
     "simt_efficiency": 0.5,

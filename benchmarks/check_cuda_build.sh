@@ -114,7 +114,7 @@ done_step
 step "2. $REF of $REPO into $SCRATCH/src"
 mkdir -p "$SCRATCH/src"
 git -C "$REPO" archive "$REF" | tar -x -C "$SCRATCH/src" || fail "git archive $REF failed"
-echo "   $(git -C "$REPO" rev-parse --short "$REF"): $(ls "$SCRATCH"/src/csrc/kernels/*.cu "$SCRATCH"/src/csrc/*.cpp "$SCRATCH"/src/csrc/*/*.cpp | wc -l) sources"
+echo "   $(git -C "$REPO" rev-parse --short "$REF"): $(find "$SCRATCH"/src/csrc -name "*.cu" -o -name "*.cpp" | wc -l) sources"
 done_step
 
 # ---- 3. the CUDA build ----------------------------------------------------------------------

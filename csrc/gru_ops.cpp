@@ -43,7 +43,7 @@
 #include <vector>
 
 #include "common/activations.h"
-#include "cuda/gru_persistent_pybind.h"
+#include "gru_persistent_pybind.h"
 
 #ifdef GRU_CUDA_WITH_CUDA
 namespace gru_cuda {

@@ -2,7 +2,7 @@
 
 Every case runs forward (saving for backward), backward and an inference forward under each
 forced kernel path this device has (gru_cuda.dispatch.kernel_paths; choose with --paths):
-stepwise runs every kernel of csrc/kernels/gru_step_* and the utility kernels (both
+stepwise runs every kernel of csrc/kernels/step/ and the utility kernels (both
 conventions, every dtype, masks, input and recurrent dropout, go_backwards, odd sizes, B = 1,
 T = 1, the multi-chunk bias reduction); persistent and persistent_cluster run every case they
 can (not float64, nothing too large: those cases are routed to the paths that can and the

@@ -1,5 +1,5 @@
 """The CUDA op on a GPU, on every kernel path: stepwise (csrc/cuda/gru_cuda_impl.cpp +
-csrc/kernels/gru_step_*), persistent (one cooperative launch, grid barrier) and
+csrc/kernels/step/), persistent (one cooperative launch, grid barrier) and
 persistent_cluster (sm_90 thread-block clusters), csrc/kernels/persistent_*.
 
 Automatic dispatch would send almost every case to one path (persistent_cluster on an H100 or

@@ -2,7 +2,7 @@
 // ids, one explicit instantiation per dtype (float, double; bfloat16 and float16 compute in
 // float). The host code (gru_cpu_forward.cpp, gru_cpu_backward.cpp) sees only these
 // declarations; the 144 activation-pair instantiations of each pass live in the small
-// gru_cpu_{fwd,bwd}_{ra,rb}_{f32,f64}.cpp files (gru_cpu_steps_impl.h), which compile in
+// instantiate/gru_cpu_{fwd,bwd}_{ra,rb}_{f32,f64}.cpp files (gru_cpu_steps_impl.h), which compile in
 // parallel instead of as one long translation unit.
 //
 // Every function expects validated activation ids (check_forward_args); an unknown id runs

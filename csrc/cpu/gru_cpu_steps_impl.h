@@ -1,6 +1,6 @@
 // Definitions of the entry points declared in gru_cpu_steps.h: each dispatches the runtime
 // activation ids to the templated passes of gru_pointwise.h. Included only by the
-// instantiation files gru_cpu_{fwd,bwd}_{ra,rb}_{f32,f64}.cpp, one pass family and dtype each.
+// instantiation files instantiate/gru_cpu_{fwd,bwd}_{ra,rb}_{f32,f64}.cpp, one pass family and dtype each.
 #pragma once
 
 #include "common/activations.h"
@@ -10,7 +10,7 @@
 namespace gru_cuda {
 namespace cpu {
 
-// Calls f(integral_constant<ACT>, integral_constant<RACT>) for the runtime pair.
+// Calls f(integral_constant<A>, integral_constant<R>) for the runtime pair.
 template <typename F>
 void dispatch_pair(int act, int ract, F&& f) {
   dispatch_activation(act, [&](auto A) { dispatch_activation(ract, [&](auto R) { f(A, R); }); });

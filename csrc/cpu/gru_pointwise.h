@@ -1,6 +1,7 @@
 // Fused per-step pointwise passes of the CPU GRU (see docs/algorithm.md). Each pass is one loop
-// over batch rows with a branch-free inner loop over units, templated on the activation pair so
-// that the compiler vectorises it.
+// over batch rows with a branch-free inner loop over units, templated on the activation pair
+// (A, R) so that the compiler vectorises it. The cell arithmetic is common/gru_cell.h; these
+// passes hold the loads, stores and masks.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -9,6 +10,7 @@
 #include <type_traits>
 
 #include "common/activations.h"
+#include "common/gru_cell.h"
 #include "cpu/fast_math.h"
 #include "cpu/gru_cpu_steps.h"
 
@@ -19,10 +21,11 @@ namespace cpu {
 template <typename T>
 using MathFor = std::conditional_t<std::is_same_v<T, float>, FastCpuMath, PreciseMath>;
 
-template <int A, typename T>
-GRU_CPU_INLINE T fwd(T x) { return act_forward<A, T, MathFor<T>>(x); }
-template <int A, typename T>
-GRU_CPU_INLINE T bwd(T x) { return act_backward<A, T, MathFor<T>>(x); }
+template <int A, int R, typename T>
+using Pair = cell::Fixed<A, R, MathFor<T>>;
+// The passes that involve the reset gate only (the candidate activation is unused).
+template <int R, typename T>
+using RecOnly = cell::Fixed<kLinear, R, MathFor<T>>;
 
 // Grain of the parallel loops: enough elements per task to amortise the thread hand-off.
 constexpr int64_t kGrain = 8192;
@@ -55,7 +58,7 @@ inline bool row_valid(const bool* valid, int64_t b) {
 }
 
 // reset_after=True: the whole step of one row in one pass.
-template <typename T, int ACT, int RACT>
+template <typename T, int A, int R>
 inline void forward_reset_after_row(int64_t H, const T* __restrict__ gx, const T* __restrict__ gz,
                                     const T* __restrict__ gr, const T* __restrict__ gh,
                                     const T* __restrict__ bh, const T* __restrict__ h,
@@ -64,25 +67,22 @@ inline void forward_reset_after_row(int64_t H, const T* __restrict__ gx, const T
     const T a_z = gx[j] + gz[j] + bh[j];
     const T a_r = gx[H + j] + gr[j] + bh[H + j];
     const T gh_h = gh[j] + bh[2 * H + j];
-    const T z = fwd<RACT>(a_z), r = fwd<RACT>(a_r);
-    const T a_h = gx[2 * H + j] + r * gh_h;
-    const T c = fwd<ACT>(a_h);
+    const auto y = cell::forward_reset_after(Pair<A, R, T>{}, a_z, a_r, gx[2 * H + j], gh_h, h[j]);
     ws[j] = a_z;
     ws[H + j] = a_r;
-    ws[2 * H + j] = a_h;
+    ws[2 * H + j] = y.a_h;
     ws[3 * H + j] = gh_h;
-    const T hn = z * h[j] + (T(1) - z) * c;
-    state[j] = hn;
-    out[j] = hn;
+    state[j] = y.h_new;
+    out[j] = y.h_new;
   }
 }
 
-template <typename T, int ACT, int RACT>
+template <typename T, int A, int R>
 void forward_reset_after(const ForwardStep<T>& p) {
   const int64_t H = p.H;
   for_each_row(p.B, H, [&](int64_t b) {
     const int64_t o = b * H;
-    forward_reset_after_row<T, ACT, RACT>(H, p.gx + b * 3 * H, &p.gh.at(b, 0, 0), &p.gh.at(b, 1, 0),
+    forward_reset_after_row<T, A, R>(H, p.gx + b * 3 * H, &p.gh.at(b, 0, 0), &p.gh.at(b, 1, 0),
                                           &p.gh.at(b, 2, 0), p.bh, p.h + o, p.ws + b * p.ws_width,
                                           p.state + o, p.out + o);
     if (!row_valid<T>(p.valid, b)) carry_masked_row(p, b);
@@ -90,7 +90,7 @@ void forward_reset_after(const ForwardStep<T>& p) {
 }
 
 // reset_after=False, phase 1: gates z, r and the reset state r * hd_h for the second GEMM.
-template <typename T, int RACT>
+template <typename T, int R>
 inline void forward_reset_before_gates_row(int64_t H, const T* __restrict__ gx,
                                            const T* __restrict__ gz, const T* __restrict__ gr,
                                            const T* __restrict__ h, const T* __restrict__ q_h,
@@ -100,23 +100,23 @@ inline void forward_reset_before_gates_row(int64_t H, const T* __restrict__ gx,
     const T a_r = gx[H + j] + gr[j];
     ws[j] = a_z;
     ws[H + j] = a_r;
-    rh[j] = fwd<RACT>(a_r) * (h[j] * q_h[j]);
+    rh[j] = cell::reset_state(RecOnly<R, T>{}, a_r, h[j] * q_h[j]);
   }
 }
 
-template <typename T, int RACT>
+template <typename T, int R>
 void forward_reset_before_gates(const ForwardStep<T>& p, const T* ones) {
   const int64_t H = p.H;
   for_each_row(p.B, H, [&](int64_t b) {
     const int64_t o = b * H;
-    forward_reset_before_gates_row<T, RACT>(H, p.gx + b * 3 * H, &p.gh.at(b, 0, 0),
+    forward_reset_before_gates_row<T, R>(H, p.gx + b * 3 * H, &p.gh.at(b, 0, 0),
                                             &p.gh.at(b, 1, 0), p.h + o, p.q_h ? p.q_h + o : ones,
                                             p.ws + b * p.ws_width, p.rh + o);
   });
 }
 
 // reset_after=False, phase 2: candidate from (r * hd_h) U_h, then the update.
-template <typename T, int ACT, int RACT>
+template <typename T, int A, int R>
 inline void forward_reset_before_candidate_row(int64_t H, const T* __restrict__ gx,
                                                const T* __restrict__ ghh, const T* __restrict__ h,
                                                T* __restrict__ ws, T* __restrict__ state,
@@ -124,19 +124,18 @@ inline void forward_reset_before_candidate_row(int64_t H, const T* __restrict__ 
   for (int64_t j = 0; j < H; ++j) {
     const T a_h = gx[2 * H + j] + ghh[j];
     ws[2 * H + j] = a_h;
-    const T z = fwd<RACT>(ws[j]);
-    const T hn = z * h[j] + (T(1) - z) * fwd<ACT>(a_h);
+    const T hn = cell::forward_reset_before(Pair<A, R, T>{}, ws[j], a_h, h[j]);
     state[j] = hn;
     out[j] = hn;
   }
 }
 
-template <typename T, int ACT, int RACT>
+template <typename T, int A, int R>
 void forward_reset_before_candidate(const ForwardStep<T>& p) {
   const int64_t H = p.H;
   for_each_row(p.B, H, [&](int64_t b) {
     const int64_t o = b * H;
-    forward_reset_before_candidate_row<T, ACT, RACT>(H, p.gx + b * 3 * H, p.ghh + o, p.h + o,
+    forward_reset_before_candidate_row<T, A, R>(H, p.gx + b * 3 * H, p.ghh + o, p.h + o,
                                                      p.ws + b * p.ws_width, p.state + o, p.out + o);
     if (!row_valid<T>(p.valid, b)) carry_masked_row(p, b);
   });
@@ -158,7 +157,7 @@ inline void backward_masked_row(const BackwardStep<T>& p, int64_t b, T* dgh) {
     for (int64_t j = 0; j < 3 * H; ++j) dgh[j] = T(0);
 }
 
-template <typename T, int ACT, int RACT>
+template <typename T, int A, int R>
 inline void backward_reset_after_row(int64_t H, const T* __restrict__ dy, T* __restrict__ dh,
                                      T* __restrict__ dcarry, const T* __restrict__ h,
                                      const T* __restrict__ ws, T* __restrict__ dgx,
@@ -166,35 +165,32 @@ inline void backward_reset_after_row(int64_t H, const T* __restrict__ dy, T* __r
   for (int64_t j = 0; j < H; ++j) {
     const T dhn = dh[j] + dy[j] + dcarry[j];
     dcarry[j] = T(0);
-    const T a_z = ws[j], a_r = ws[H + j], a_h = ws[2 * H + j], gh_h = ws[3 * H + j];
-    const T z = fwd<RACT>(a_z), r = fwd<RACT>(a_r), c = fwd<ACT>(a_h);
-    const T da_h = dhn * (T(1) - z) * bwd<ACT>(a_h);
-    const T da_z = dhn * (h[j] - c) * bwd<RACT>(a_z);
-    const T da_r = da_h * gh_h * bwd<RACT>(a_r);
-    dgx[j] = da_z;
-    dgx[H + j] = da_r;
-    dgx[2 * H + j] = da_h;
-    dgh[j] = da_z;
-    dgh[H + j] = da_r;
-    dgh[2 * H + j] = da_h * r;
-    dh[j] = dhn * z;
+    const auto g = cell::backward_reset_after(Pair<A, R, T>{}, dhn, ws[j], ws[H + j],
+                                              ws[2 * H + j], ws[3 * H + j], h[j]);
+    dgx[j] = g.da_z;
+    dgx[H + j] = g.da_r;
+    dgx[2 * H + j] = g.da_h;
+    dgh[j] = g.da_z;
+    dgh[H + j] = g.da_r;
+    dgh[2 * H + j] = g.dgh_h;
+    dh[j] = g.dh;
   }
 }
 
-template <typename T, int ACT, int RACT>
+template <typename T, int A, int R>
 void backward_reset_after(const BackwardStep<T>& p) {
   const int64_t H = p.H;
   for_each_row(p.B, H, [&](int64_t b) {
     const int64_t o = b * H;
     if (!row_valid<T>(p.valid, b)) return backward_masked_row(p, b, p.dgh + b * 3 * H);
-    backward_reset_after_row<T, ACT, RACT>(H, p.dy + o, p.dh + o, p.dcarry + o, p.h + o,
+    backward_reset_after_row<T, A, R>(H, p.dy + o, p.dh + o, p.dcarry + o, p.h + o,
                                            p.ws + b * p.ws_width, p.dgx + b * 3 * H,
                                            p.dgh + b * 3 * H);
   });
 }
 
 // reset_after=False, phase 1: everything that does not need da_h U_h^T.
-template <typename T, int ACT, int RACT>
+template <typename T, int A, int R>
 inline void backward_reset_before_candidate_row(int64_t H, const T* __restrict__ dy,
                                                 T* __restrict__ dh, T* __restrict__ dcarry,
                                                 const T* __restrict__ h, const T* __restrict__ ws,
@@ -202,55 +198,56 @@ inline void backward_reset_before_candidate_row(int64_t H, const T* __restrict__
   for (int64_t j = 0; j < H; ++j) {
     const T dhn = dh[j] + dy[j] + dcarry[j];
     dcarry[j] = T(0);
-    const T a_z = ws[j], a_h = ws[2 * H + j];
-    const T z = fwd<RACT>(a_z), c = fwd<ACT>(a_h);
-    dgx[2 * H + j] = dhn * (T(1) - z) * bwd<ACT>(a_h);
-    dgx[j] = dhn * (h[j] - c) * bwd<RACT>(a_z);
-    dh[j] = dhn * z;
+    const auto g = cell::backward_reset_before(Pair<A, R, T>{}, dhn, ws[j], ws[2 * H + j], h[j]);
+    dgx[2 * H + j] = g.da_h;
+    dgx[j] = g.da_z;
+    dh[j] = g.dh;
   }
 }
 
-template <typename T, int ACT, int RACT>
+template <typename T, int A, int R>
 void backward_reset_before_candidate(const BackwardStep<T>& p) {
   const int64_t H = p.H;
   for_each_row(p.B, H, [&](int64_t b) {
     const int64_t o = b * H;
     if (!row_valid<T>(p.valid, b)) return backward_masked_row<T>(p, b, nullptr);
-    backward_reset_before_candidate_row<T, ACT, RACT>(H, p.dy + o, p.dh + o, p.dcarry + o, p.h + o,
+    backward_reset_before_candidate_row<T, A, R>(H, p.dy + o, p.dh + o, p.dcarry + o, p.h + o,
                                                       p.ws + b * p.ws_width, p.dgx + b * 3 * H);
   });
 }
 
 // reset_after=False, phase 2: the reset gate, from drh = da_h U_h^T.
-template <typename T, int RACT>
+template <typename T, int R>
 inline void backward_reset_before_gates_row(int64_t H, const T* __restrict__ drh,
                                             const T* __restrict__ h, const T* __restrict__ q,
                                             const T* __restrict__ ws, T* __restrict__ dgx_r,
                                             T* __restrict__ dh) {
   for (int64_t j = 0; j < H; ++j) {
-    const T a_r = ws[H + j];
-    dgx_r[j] = drh[j] * h[j] * q[j] * bwd<RACT>(a_r);
-    dh[j] += q[j] * drh[j] * fwd<RACT>(a_r);
+    const auto g =
+        cell::backward_reset_gate(RecOnly<R, T>{}, drh[j], ws[H + j], h[j] * q[j], q[j]);
+    dgx_r[j] = g.da_r;
+    dh[j] += g.dh;
   }
 }
 
-template <typename T, int RACT>
+template <typename T, int R>
 void backward_reset_before_gates(const BackwardStep<T>& p, const T* ones) {
   const int64_t H = p.H;
   for_each_row(p.B, H, [&](int64_t b) {
     if (!row_valid<T>(p.valid, b)) return;  // dgx row already zero, dh already carried
     const int64_t o = b * H;
-    backward_reset_before_gates_row<T, RACT>(H, p.drh + o, p.h + o, p.q_h ? p.q_h + o : ones,
+    backward_reset_before_gates_row<T, R>(H, p.drh + o, p.h + o, p.q_h ? p.q_h + o : ones,
                                              p.ws + b * p.ws_width, p.dgx + b * 3 * H + H, p.dh + o);
   });
 }
 
 // reset_after=False, for dU_h after the loop: out = r * hd_h over all steps (r from the workspace).
-template <typename T, int RACT>
+template <typename T, int R>
 void reset_state_all(int64_t rows, int64_t H, const T* ws, int64_t ws_width, const T* hd_h, T* out) {
   for_each_row(rows, H, [&](int64_t b) {
     for (int64_t j = 0; j < H; ++j)
-      out[b * H + j] = fwd<RACT>(ws[b * ws_width + H + j]) * hd_h[b * H + j];
+      out[b * H + j] =
+          cell::reset_state(RecOnly<R, T>{}, ws[b * ws_width + H + j], hd_h[b * H + j]);
   });
 }
 

@@ -32,7 +32,7 @@
 
 #include "cuda/gru_persistent_dispatch.h"
 #include "gru_checks.h"
-#include "kernels/gru_kernels.h"
+#include "kernels/step/gru_kernels.h"
 
 namespace gru_cuda {
 namespace {

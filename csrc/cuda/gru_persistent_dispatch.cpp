@@ -1,7 +1,7 @@
 // The persistent path's torch-aware glue: see gru_persistent_dispatch.h for the contract and
 // docs/persistent.md for the design.
 #include "cuda/gru_persistent_dispatch.h"
-#include "kernels/persistent_geometry.h"
+#include "kernels/persistent/persistent_geometry.h"
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "common/activations.h"
-#include "kernels/gru_persistent.h"
+#include "kernels/persistent/gru_persistent.h"
 
 namespace gru_cuda {
 namespace persistent {

@@ -1,5 +1,5 @@
 // Torch-aware glue of the persistent GRU kernels (CUDA builds only): decides from the capacity
-// model (csrc/kernels/persistent_capacity.h) whether the recurrence of a CUDA call runs in one
+// model (csrc/kernels/persistent/persistent_capacity.h) whether the recurrence of a CUDA call runs in one
 // persistent launch, runs it, and otherwise leaves the call to the stepwise loop of
 // csrc/cuda/gru_cuda_impl.cpp. Also the process-wide forced path and the record of what the
 // last call ran (gru_cuda.dispatch exposes both).
@@ -20,7 +20,7 @@
 
 #include <string>
 
-#include "kernels/persistent_capacity.h"
+#include "kernels/persistent/persistent_capacity.h"
 
 namespace gru_cuda {
 namespace persistent {

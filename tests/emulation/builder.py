@@ -96,11 +96,11 @@ def rewrite_launches(src, kinds):
     return out
 
 
-STEPWISE_SOURCES = ("kernels/gru_step_kernels.cuh", "kernels/gru_utility_kernels.cu")
+STEPWISE_SOURCES = ("kernels/step/gru_step_kernels.cuh", "kernels/step/gru_utility_kernels.cu")
 
 
 def write_stepwise_kernels(src_dir, restrict_activations=False, texts=None):
-    """Writes the launch-rewritten copies kernels/gru_step_kernels.cuh and
+    """Writes the launch-rewritten copies kernels/step/gru_step_kernels.cuh and
     kernels/emu_utility_kernels.cpp under src_dir. restrict_activations: the step launchers
     dispatch through sd_dispatch (sanitize_stepwise.cpp: two activation pairs) instead of every
     pair, which keeps the sanitizer builds short. texts: {STEPWISE_SOURCES entry: source text}
@@ -115,7 +115,7 @@ def write_stepwise_kernels(src_dir, restrict_activations=False, texts=None):
             raise RuntimeError("gru_step_kernels.cuh: no activation dispatch found to restrict")
         step = step.replace("dispatch_activation_pair(", "::sd_dispatch::pair(")
         step = step.replace("dispatch_activation(", "::sd_dispatch::one(")
-    return (write_if_changed(src_dir / "kernels/gru_step_kernels.cuh", step),
+    return (write_if_changed(src_dir / "kernels/step/gru_step_kernels.cuh", step),
             write_if_changed(src_dir / "kernels/emu_utility_kernels.cpp", rewrite_launches(util, kinds)))
 
 
@@ -139,7 +139,7 @@ def stepwise_extension():
                          ("__nv_bfloat16", "bf16")):
         step_sources.append(write_if_changed(
             src / f"kernels/emu_step_{short}.cpp",
-            '#include "kernels/gru_step_kernels.cuh"\n'
+            '#include "kernels/step/gru_step_kernels.cuh"\n'
             + "".join(f"GRU_INSTANTIATE_{f}({dtype})\n" for f in families)))
 
     binding = (CSRC / "cuda/gru_cuda_impl.cpp").read_text()
@@ -182,8 +182,9 @@ def pkemu_module():
     build = build_dir("persistent_emu")
     build.mkdir(parents=True, exist_ok=True)
     target = build / f"pkemu{sysconfig.get_config_var('EXT_SUFFIX')}"
-    sources = [*KIT.glob("*.h"), KIT / "pkemu_module.cpp", *(CSRC / "kernels").glob("persistent_*.h*"),
-               *(CSRC / "common").glob("*.h"), CSRC / "kernels" / "gru_persistent.h"]
+    sources = [*KIT.rglob("*.h"), *KIT.rglob("*.cuh"), KIT / "pkemu_module.cpp",
+               *(CSRC / "kernels" / "persistent").glob("*.h*"), *(CSRC / "kernels").glob("*.h*"),
+               *(CSRC / "common").glob("*.h")]
     if not target.exists() or target.stat().st_mtime < max(p.stat().st_mtime for p in sources):
         cmd = [os.environ.get("CXX", "g++"), "-O2", "-std=c++20", "-shared", "-fPIC", "-pthread",
                "-include", str(PRELUDE), f"-I{KIT}", f"-I{CSRC}", "-isystem", str(inc)]
@@ -223,19 +224,19 @@ DRIVER_TUS = {"driver": "sanitize_driver.cpp", "stepwise": "sanitize_stepwise.cp
 PLANTS = {
     # The barrier between the cluster forward's recurrent product (written to shared memory by
     # one lane per value) and the pointwise part that reads it from other warps.
-    "missing_barrier": ("persistent", "kernels/persistent_kernels.cuh",
+    "missing_barrier": ("persistent", "kernels/persistent/cluster.cuh",
                         "    gemm(cur, sm.op_stride, q != nullptr, w, J, kp, rows, 0, kRA ? 3 : 2, sm.gs);\n"
                         "    __syncthreads();\n",
                         "    gemm(cur, sm.op_stride, q != nullptr, w, J, kp, rows, 0, kRA ? 3 : 2, sm.gs);\n",
                         "--persistent"),
     # The barrier between the column-sum kernel's per-lane partial sums in shared memory and the
     # first lane row that adds them up (the stepwise family's one kernel with a barrier).
-    "missing_barrier_stepwise": ("stepwise", "kernels/gru_utility_kernels.cu",
+    "missing_barrier_stepwise": ("stepwise", "kernels/step/gru_utility_kernels.cu",
                                  "  lane_sums[threadIdx.y][threadIdx.x] = sum;\n  __syncthreads();\n",
                                  "  lane_sums[threadIdx.y][threadIdx.x] = sum;\n", "--stepwise"),
     # The column bound of every stepwise elementwise kernel: one column past each row, i.e. one
     # element past the end of an exactly sized buffer on the last row.
-    "off_by_one": ("stepwise", "kernels/gru_device.cuh",
+    "off_by_one": ("stepwise", "kernels/step/gru_device.cuh",
                    "col < (cols))", "col <= (cols))", "--stepwise"),
 }
 

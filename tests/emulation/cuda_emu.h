@@ -18,7 +18,6 @@
 // too (otherwise as a plain loop over the grid, which is faster), so that a race between threads
 // shows up.
 #pragma once
-#define GRU_PK_HOST_EMULATION 1
 #define __device__
 #define __host__
 #define __global__
@@ -241,17 +240,8 @@ inline void __trap() {
   std::abort();
 }
 
-// Dynamic shared memory of the persistent kernels (persistent_kernels.cuh).
-#define GRU_PK_DYNAMIC_SMEM(name) unsigned char* name = emu::block->smem
-
-// The grid barrier's arrival and wait (thread 0 of each CTA): release on arrival, acquire on the
-// load that sees the target, as the kernel's red.release / ld.acquire.
-inline void gru_pk_emu_grid_arrive_and_wait(unsigned long long* counter,
-                                            unsigned long long target) {
-  std::atomic_ref<unsigned long long> c(*counter);
-  c.fetch_add(1, std::memory_order_release);
-  while (c.load(std::memory_order_acquire) < target) std::this_thread::yield();
-}
+// The persistent kernels' own primitives (dynamic shared memory, the grid barrier's arrival and
+// wait, ...): kernels/persistent/primitives.cuh next to this file.
 
 namespace cg {
 struct cluster_group {

@@ -1,4 +1,4 @@
-// Runs the persistent kernels (csrc/kernels/persistent_kernels.cuh; grid and cluster paths,
+// Runs the persistent kernels (csrc/kernels/persistent/persistent_kernels.cuh; grid and cluster paths,
 // fp32) on the host: one std::thread per CUDA thread, all CTAs co-resident (cuda_emu.h), each
 // with exactly the plan's dynamic shared memory. Geometry from the capacity model for a
 // fictitious sm_90 device with `sm_count` SMs and clusters of up to `max_cluster` CTAs.
@@ -6,8 +6,8 @@
 #pragma once
 #include <string>
 
-#include "kernels/persistent_geometry.h"
-#include "kernels/persistent_kernels.cuh"
+#include "kernels/persistent/persistent_geometry.h"
+#include "kernels/persistent/persistent_kernels.cuh"
 
 namespace emu_pk {
 

@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/gru_kernels.h"
+#include "kernels/step/gru_kernels.h"
 #include "sanitize_driver.h"
 
 namespace kn = gru_cuda::kernels;

@@ -2,7 +2,7 @@
 #pragma once
 #include <string>
 
-#include "kernels/gru_persistent.h"
+#include "kernels/persistent/gru_persistent.h"
 
 // sanitize_persistent.cpp: the persistent kernels on the host (persistent_harness.h).
 bool sd_persistent_plan(int64_t T, int64_t B, int64_t H, bool reset_after, bool rdm,

@@ -1,5 +1,5 @@
 // The stepwise kernels of the sanitizer driver, fp32 only, from the launch-rewritten copies
-// that tests/emulation/builder.py writes (kernels/gru_step_kernels.cuh, kernels/
+// that tests/emulation/builder.py writes (kernels/step/gru_step_kernels.cuh, kernels/
 // emu_utility_kernels.cpp). The copy of the step kernels dispatches through the functions below
 // instead of every activation pair (144 instantiations a launcher): the driver's two pairs only.
 #include <type_traits>
@@ -36,7 +36,7 @@ inline bool one(int r, F&& f) {
 }
 }  // namespace sd_dispatch
 
-#include "kernels/gru_step_kernels.cuh"
+#include "kernels/step/gru_step_kernels.cuh"
 
 GRU_INSTANTIATE_FORWARD_RESET_AFTER(float)
 GRU_INSTANTIATE_FORWARD_RESET_BEFORE(float)

@@ -1,5 +1,0 @@
-// Persistent forward kernels (grid and cluster paths, both conventions) for dtype __half.
-// One dtype and direction per translation unit, so that the instantiations compile in parallel.
-#include "kernels/persistent_kernels.cuh"
-
-GRU_PERSISTENT_INSTANTIATE_FORWARD(__half)

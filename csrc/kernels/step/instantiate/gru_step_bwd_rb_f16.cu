@@ -1,0 +1,5 @@
+// Per-step backward kernels, reset_after=False, dtype __half, every activation pair.
+// One kernel family and dtype per translation unit, so that the instantiations compile in parallel.
+#include "kernels/step/gru_step_kernels.cuh"
+
+GRU_INSTANTIATE_BACKWARD_RESET_BEFORE(__half)
