@@ -12,6 +12,9 @@ from gru_cuda import dispatch  # noqa: F401
 from gru_cuda.dispatch import explain, force_path, kernel_paths, last_path, set_path
 
 from gru_cuda._version import __version__
+from gru_cuda import onnx  # teaches torch.onnx.export the ops (lazily)
+
+onnx.register()
 
 
 def build_info() -> dict:
@@ -23,4 +26,4 @@ __all__ = ["activations", "build_info", "functional", "ops", "reference",
            "GRU", "GRUCell", "RNN", "Bidirectional",
            "layer_gru", "layer_gru_cell", "layer_rnn", "bidirectional",
            "constraints", "conversion", "initializers", "regularizers",
-           "dispatch", "explain", "force_path", "kernel_paths", "last_path", "set_path"]
+           "dispatch", "onnx", "explain", "force_path", "kernel_paths", "last_path", "set_path"]
