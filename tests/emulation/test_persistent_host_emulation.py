@@ -13,7 +13,7 @@ weight-gradient GEMMs of the stepwise binding (docs/algorithm.md, "After the loo
 the kernel's dgates/aux. What this checks: the kernels' index math, tiling, phase order,
 double-buffer parities, the reduce-scatter, masks, dropout, go_backwards. What it cannot check:
 the GPU memory model, launch limits, real shared-memory capacity, fp16/bf16 device intrinsics,
-performance; tests/test_persistent.py does that on a GPU.
+performance; tests/cuda/test_persistent.py does that on a GPU.
 """
 import math
 

@@ -16,8 +16,8 @@ gru_backward (whose checks live in csrc/gru_checks.cpp):
 On a GPU the "cuda" variants run the same fuzz on CUDA tensors; run them under
 compute-sanitizer to check for illegal memory accesses and races:
 
-    compute-sanitizer --tool memcheck  python -m pytest -q tests/test_fuzz.py -k cuda
-    compute-sanitizer --tool racecheck python -m pytest -q tests/test_fuzz.py -k cuda
+    compute-sanitizer --tool memcheck  python -m pytest -q tests/spec/test_fuzz.py -k cuda
+    compute-sanitizer --tool racecheck python -m pytest -q tests/spec/test_fuzz.py -k cuda
 
 GRU_FUZZ_ITERATIONS scales the number of random cases (default 1 = the CI size).
 """

@@ -125,7 +125,7 @@ def test_inference_equals_training_forward():
 
 _CHILD = textwrap.dedent("""
     import sys, torch
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = [{here!r}, {tests!r}]
     torch.set_num_threads({threads})
     import test_determinism as td
     results = {{}}
@@ -139,8 +139,8 @@ _CHILD = textwrap.dedent("""
 def test_fresh_process_gives_the_same_bits(tmp_path):
     threads = torch.get_num_threads()
     path = str(tmp_path / "child.pt")
-    code = _CHILD.format(tests=os.path.dirname(os.path.abspath(__file__)), threads=threads,
-                         path=path)
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = _CHILD.format(here=here, tests=os.path.dirname(here), threads=threads, path=path)
     subprocess.run([sys.executable, "-c", code], check=True, timeout=240)
     child = torch.load(path)
     for name, cfg in CONFIGS.items():

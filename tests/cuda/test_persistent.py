@@ -10,7 +10,7 @@ persistent kernels: sizes around the capacity boundaries against the float64 ref
 refused cooperative launch falling back to stepwise; forced stepwise and automatic dispatch
 against explain(); the barrier benchmark. Every option, activation and shape on every forced
 path is in test_cuda_ops.py, CUDA graphs in test_cuda_graphs.py, the geometries production
-picks in test_cuda_paths.py. Under compute-sanitizer run tests/cuda_sanitizer_targets.py.
+picks in test_cuda_paths.py. Under compute-sanitizer run tests/cuda/cuda_sanitizer_targets.py.
 """
 
 import pytest

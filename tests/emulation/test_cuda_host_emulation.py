@@ -8,9 +8,9 @@ the CPU, with every buffer it allocates filled with NaN (an element a kernel for
 shows up). ATen's CPU GEMMs stand in for cuBLAS. What
 this checks: the binding's orchestration (buffers, views, strides, step order, go_backwards,
 masks, dropout), the kernels' index math and formulas, and the saved layouts against the CPU
-op. What it cannot check here: races and out-of-bounds accesses (tests/test_sanitize.py runs the
+op. What it cannot check here: races and out-of-bounds accesses (test_sanitize.py runs the
 same kit under ThreadSanitizer and AddressSanitizer), memory-model and launch-configuration limits, cuBLAS, fp16
-intrinsics on the device, performance; tests/test_cuda_ops.py does that on a GPU.
+intrinsics on the device, performance; tests/cuda/test_cuda_ops.py does that on a GPU.
 
 Slow (it compiles every (dtype, activation pair) instantiation with the host compiler, about
 2-3 minutes on two cores); the build is cached in build/cuda_host_emulation (or
