@@ -21,7 +21,8 @@ from gru_cuda import dispatch, reference
 from gru_cuda._library import _C
 from gru_cuda.functional import gru
 
-from conftest import assert_close_rel, requires_cuda
+from compare import assert_close_rel
+from conftest import requires_cuda
 from cuda_problems import TOL, check_against_reference, make_problem, prepare_args
 
 CUDA = torch.cuda.is_available() and gru_cuda.build_info()["cuda"]
