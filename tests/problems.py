@@ -134,3 +134,15 @@ def run_with_grads(fn, args, kw, grad_out=None, grad_state=None, seed=0):
     leaves = [a for a in args if a is not None]
     grads = torch.autograd.grad(loss, leaves, allow_unused=True)
     return outputs, state, grads
+
+
+OPTION_NAMES = ("go_backwards", "zero_output_for_mask", "activation", "recurrent_activation")
+
+
+def problem_from_config(cfg, **defaults):
+    """make_problem for a test's configuration dict: its OPTION_NAMES go to `kw` as they are,
+    every other key to make_problem (over `defaults`)."""
+    build = {k: v for k, v in cfg.items() if k not in OPTION_NAMES}
+    args, kw = make_problem(**{**defaults, **build})
+    kw.update({k: cfg[k] for k in OPTION_NAMES if k in cfg})
+    return args, kw
