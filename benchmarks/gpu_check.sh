@@ -137,9 +137,9 @@ if [ $BUILD_OK -eq 1 ]; then
   elif command -v compute-sanitizer >/dev/null; then
     FILTER=""
     compute-sanitizer --help 2>&1 | grep -q -- "--kernel-name" && FILTER="--kernel-name kns=gru_cuda"
-    phase memcheck 90 "PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck $FILTER --error-exitcode 1 $PY tests/cuda_sanitizer_targets.py --quick"
-    phase racecheck 90 "compute-sanitizer --tool racecheck $FILTER --error-exitcode 1 $PY tests/cuda_sanitizer_targets.py --quick"
-    phase synccheck 60 "compute-sanitizer --tool synccheck $FILTER --error-exitcode 1 $PY tests/cuda_sanitizer_targets.py --quick"
+    phase memcheck 90 "PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck $FILTER --error-exitcode 1 $PY tests/cuda/cuda_sanitizer_targets.py --quick"
+    phase racecheck 90 "compute-sanitizer --tool racecheck $FILTER --error-exitcode 1 $PY tests/cuda/cuda_sanitizer_targets.py --quick"
+    phase synccheck 60 "compute-sanitizer --tool synccheck $FILTER --error-exitcode 1 $PY tests/cuda/cuda_sanitizer_targets.py --quick"
   else
     skip sanitizer "compute-sanitizer not found"
   fi

@@ -1,7 +1,7 @@
-"""Builds of the host emulation kit (tests/emulation/), shared by
-tests/test_cuda_host_emulation.py (the stepwise binding as a torch extension),
-tests/test_persistent_host_emulation.py (the persistent kernels as a Python module) and
-tests/test_sanitize.py (a torch-free driver under ThreadSanitizer or AddressSanitizer + UBSan).
+"""Builds of the host emulation kit (tests/emulation/), shared by the tests beside it:
+test_cuda_host_emulation.py (the stepwise binding as a torch extension),
+test_persistent_host_emulation.py (the persistent kernels as a Python module) and
+test_sanitize.py (a torch-free driver under ThreadSanitizer or AddressSanitizer + UBSan).
 
 Kernel sources are never edited: `<<<>>>` launches (which a host compiler cannot parse) are
 rewritten into emu::launch calls in copies under the build directory, and a planted bug is a
@@ -119,7 +119,7 @@ def write_stepwise_kernels(src_dir, restrict_activations=False, texts=None):
             write_if_changed(src_dir / "kernels/emu_utility_kernels.cpp", rewrite_launches(util, kinds)))
 
 
-# ---- tests/test_cuda_host_emulation.py: the stepwise binding as a torch extension --------------
+# ---- tests/emulation/test_cuda_host_emulation.py: the stepwise binding as a torch extension ----
 
 def stepwise_extension():
     """Compiles csrc/cuda/gru_cuda_impl.cpp + the stepwise kernels for the host against ATen and
@@ -170,7 +170,7 @@ def stepwise_extension():
     return torch.ops.gru_emu
 
 
-# ---- tests/test_persistent_host_emulation.py: the persistent kernels as a module ---------------
+# ---- tests/emulation/test_persistent_host_emulation.py: the persistent kernels as a module -----
 
 def pkemu_module():
     """Compiles pkemu_module.cpp (persistent_harness.h + persistent_kernels.cuh) into a Python
@@ -200,7 +200,7 @@ def pkemu_module():
     return mod
 
 
-# ---- tests/test_sanitize.py: the torch-free driver under a sanitizer --------------------------
+# ---- tests/emulation/test_sanitize.py: the torch-free driver under a sanitizer ----------------
 
 SANITIZERS = {
     # ThreadSanitizer: every stepwise kernel runs as threads too (GRU_EMU_ALL_THREADS).

@@ -1,4 +1,4 @@
-// Python module `pkemu` for tests/test_persistent_host_emulation.py: the persistent kernels on
+// Python module `pkemu` for test_persistent_host_emulation.py: the persistent kernels on
 // the host (persistent_harness.h), buffers passed as raw addresses of torch CPU tensors.
 #include <pybind11/pybind11.h>
 

@@ -1,4 +1,4 @@
-// Torch-free driver of the sanitizer tier (tests/test_sanitize.py): runs both CUDA kernel
+// Torch-free driver of the sanitizer tier (test_sanitize.py): runs both CUDA kernel
 // families under the host emulation (cuda_emu.h) on a few tiny problems, built with
 // ThreadSanitizer or AddressSanitizer + UBSan, every global buffer an exactly sized heap array
 // (new T[n], no slack; absent ones are nullptr).

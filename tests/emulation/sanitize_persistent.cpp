@@ -1,5 +1,5 @@
 // The persistent kernels of the sanitizer driver, in their own translation unit so that a
-// planted-bug copy of persistent_kernels.cuh (tests/test_sanitize.py) rebuilds only this one.
+// planted-bug copy of persistent_kernels.cuh (test_sanitize.py) rebuilds only this one.
 #include "persistent_harness.h"
 #include "sanitize_driver.h"
 

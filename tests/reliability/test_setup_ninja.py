@@ -6,7 +6,8 @@ import runpy
 import pytest
 from torch.utils import cpp_extension
 
-SETUP_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SETUP_PY = os.path.join(ROOT, "setup.py")
 
 
 @pytest.fixture

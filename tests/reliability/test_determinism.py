@@ -19,6 +19,7 @@ from gru_cuda import GRU
 from gru_cuda.functional import gru
 
 from conftest import requires_cuda
+from problems import ARG_NAMES, problem_from_config
 
 DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]  # the cuda marker skips without a GPU
 
@@ -33,28 +34,13 @@ CONFIGS = {
 
 
 def _problem(cfg, device, dtype, B=5, T=16, F=7, H=24, seed=0):
+    """(tensors by argument name, kw, output cotangent), the same numbers on every call."""
     g = torch.Generator().manual_seed(seed)
-    tm = cfg.get("time_major", False)
-
-    def rnd(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(device, dtype)
-
-    ra = cfg.get("reset_after", True)
-    t = dict(x=rnd(T, B, F) if tm else rnd(B, T, F), kernel=rnd(F, 3 * H, scale=0.3),
-             recurrent_kernel=rnd(H, 3 * H, scale=0.3),
-             bias=rnd(2, 3 * H, scale=0.2) if ra else rnd(3 * H, scale=0.2),
-             initial_state=rnd(B, H) if cfg.get("initial_state") else None)
-    kw = {k: cfg[k] for k in ("reset_after", "go_backwards", "time_major", "zero_output_for_mask",
-                              "activation") if k in cfg}
-    if cfg.get("mask"):
-        m = torch.rand(B, T, generator=g) > 0.3
-        kw["mask"] = (m.t().contiguous() if tm else m).to(device)
-    if cfg.get("input_dropout"):
-        shape = (B, F) if cfg["input_dropout"] == 1 else (3, B, F)
-        kw["input_dropout_mask"] = ((torch.rand(*shape, generator=g) > 0.2) / 0.8).to(device, dtype)
-    if cfg.get("recurrent_dropout"):
-        kw["recurrent_dropout_mask"] = ((torch.rand(3, B, H, generator=g) > 0.2) / 0.8).to(device, dtype)
-    cot = rnd(*(t["x"].shape[:2] + (H,)))
+    args, kw = problem_from_config(cfg, B=B, T=T, F=F, H=H, initial_state=False, dtype=dtype,
+                                   device=device, scale=0.3, bias_scale=0.2, keep=0.8,
+                                   generator=g)
+    t = dict(zip(ARG_NAMES, args))
+    cot = torch.randn(t["x"].shape[:2] + (H,), generator=g).to(device, dtype)
     return t, kw, cot
 
 
@@ -125,7 +111,7 @@ def test_inference_equals_training_forward():
 
 _CHILD = textwrap.dedent("""
     import sys, torch
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = [{here!r}, {tests!r}]
     torch.set_num_threads({threads})
     import test_determinism as td
     results = {{}}
@@ -139,8 +125,8 @@ _CHILD = textwrap.dedent("""
 def test_fresh_process_gives_the_same_bits(tmp_path):
     threads = torch.get_num_threads()
     path = str(tmp_path / "child.pt")
-    code = _CHILD.format(tests=os.path.dirname(os.path.abspath(__file__)), threads=threads,
-                         path=path)
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = _CHILD.format(here=here, tests=os.path.dirname(here), threads=threads, path=path)
     subprocess.run([sys.executable, "-c", code], check=True, timeout=240)
     child = torch.load(path)
     for name, cfg in CONFIGS.items():

@@ -5,7 +5,7 @@ A what-if dict has no GPU behind it, so the model uses its documented estimate o
 held at once (estimate_active_clusters): one CTA per SM, a cluster inside one GPC,
 floor(SMs per GPC / cluster size) clusters per GPC, GPCs of 18 SMs when the dict has no
 "gpc_count" (132 SMs: 7 GPCs). On a GPU the glue asks cudaOccupancyMaxActiveClusters instead;
-tests/test_persistent.py covers that binding (persistent_max_active_clusters).
+tests/cuda/test_persistent.py covers that binding (persistent_max_active_clusters).
 """
 import math
 

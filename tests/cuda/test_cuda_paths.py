@@ -25,7 +25,8 @@ from gru_cuda import dispatch
 from gru_cuda._library import _C
 from gru_cuda.functional import gru
 
-from conftest import assert_close_rel, requires_cuda
+from compare import assert_close_rel
+from conftest import requires_cuda
 from cuda_problems import (CUDA_PATHS, PERSISTENT_PATHS, TOL, clear_last_path, make_problem,
                            poison_allocator, prepare_args, reference_run)
 

@@ -10,7 +10,7 @@ persistent kernels: sizes around the capacity boundaries against the float64 ref
 refused cooperative launch falling back to stepwise; forced stepwise and automatic dispatch
 against explain(); the barrier benchmark. Every option, activation and shape on every forced
 path is in test_cuda_ops.py, CUDA graphs in test_cuda_graphs.py, the geometries production
-picks in test_cuda_paths.py. Under compute-sanitizer run tests/cuda_sanitizer_targets.py.
+picks in test_cuda_paths.py. Under compute-sanitizer run tests/cuda/cuda_sanitizer_targets.py.
 """
 
 import pytest
@@ -21,7 +21,8 @@ from gru_cuda import dispatch, reference
 from gru_cuda._library import _C
 from gru_cuda.functional import gru
 
-from conftest import assert_close_rel, requires_cuda
+from compare import assert_close_rel
+from conftest import requires_cuda
 from cuda_problems import TOL, check_against_reference, make_problem, prepare_args
 
 CUDA = torch.cuda.is_available() and gru_cuda.build_info()["cuda"]

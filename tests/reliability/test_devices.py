@@ -14,6 +14,7 @@ from gru_cuda import reference
 from gru_cuda.functional import gru
 
 from conftest import requires_cuda
+from problems import as_dict, make_problem
 
 
 B, T, F, H = 3, 4, 2, 5
@@ -22,15 +23,13 @@ ARGS = ("x", "kernel", "recurrent_kernel", "bias", "initial_state", "mask", "inp
 
 
 def _problem(device, per_gate=False):
-    g = torch.Generator().manual_seed(0)
-    a = dict(
-        x=torch.randn(B, T, F, generator=g), kernel=torch.randn(F, 3 * H, generator=g),
-        recurrent_kernel=torch.randn(H, 3 * H, generator=g),
-        bias=torch.randn(2, 3 * H, generator=g), initial_state=torch.randn(B, H, generator=g),
-        mask=torch.rand(B, T, generator=g) > 0.3,
-        input_dropout_mask=torch.ones(3, B, F) if per_gate else torch.ones(B, F),
-        recurrent_dropout_mask=torch.ones(3, B, H))
-    return {k: v.to(device) for k, v in a.items()}
+    """Every argument by name on `device`, the dropout masks all ones."""
+    args, kw = make_problem(B=B, T=T, F=F, H=H, dtype=torch.float32, device=device, scale=1.0,
+                            mask=True, mask_keep=0.7, generator=torch.Generator().manual_seed(0))
+    a = as_dict(args, kw)
+    a["input_dropout_mask"] = torch.ones((3, B, F) if per_gate else (B, F), device=device)
+    a["recurrent_dropout_mask"] = torch.ones(3, B, H, device=device)
+    return a
 
 
 def _call(fn, a):

@@ -13,16 +13,16 @@ weight-gradient GEMMs of the stepwise binding (docs/algorithm.md, "After the loo
 the kernel's dgates/aux. What this checks: the kernels' index math, tiling, phase order,
 double-buffer parities, the reduce-scatter, masks, dropout, go_backwards. What it cannot check:
 the GPU memory model, launch limits, real shared-memory capacity, fp16/bf16 device intrinsics,
-performance; tests/test_persistent.py does that on a GPU.
+performance; tests/cuda/test_persistent.py does that on a GPU.
 """
-import math
-
 import pytest
 import torch
 
 import gru_cuda  # noqa: F401  (registers torch.ops.gru_cuda on the CPU)
 from gru_cuda.activations import FUSED_IDS, FUSED_NAMES
+from compare import max_rel_err
 from emulation import builder
+from problems import make_problem
 
 pytestmark = pytest.mark.slow
 
@@ -42,27 +42,16 @@ def _nan(*shape):
     return torch.full(shape, float("nan"))
 
 
-def _err(a, b):
-    return ((a.double() - b.double()).abs().max() / max(b.double().abs().max().item(), 1.0)).item()
-
-
 def run_case(emu, T, B, F, H, reset_after, path, *, mask=False, rdm=False, go_back=False,
              zero_out=False, act="tanh", ract="sigmoid", sm=4, max_cluster=4, max_bt=0,
              save=True, bias=True, scale=0.5):
     """Emulated persistent forward + backward vs the CPU op; returns {quantity: rel. error}."""
     ra = reset_after
-    x = torch.randn(T, B, F)
-    W = torch.randn(F, 3 * H) * scale / math.sqrt(F)
-    U = torch.randn(H, 3 * H) * scale / math.sqrt(H)
-    b = ((torch.randn(2, 3 * H) if ra else torch.randn(3 * H)) * 0.3) if bias else None
-    h0 = torch.randn(B, H) * 0.5
-    m = None
-    if mask:
-        m = torch.rand(T, B) > 0.3
-        m[:, 0] = False
-        if B > 1:
-            m[:, 1] = True
-    q = (torch.rand(3, B, H) > 0.3).float() / 0.7 if rdm else None
+    (x, W, U, b, h0), kw = make_problem(
+        B=B, T=T, F=F, H=H, reset_after=ra, bias=bias, mask="random" if mask else False,
+        recurrent_dropout=rdm, time_major=True, dtype=torch.float32, scale=scale, fan_in=True,
+        bias_scale=0.3, state_scale=0.5, mask_keep=0.7)
+    m, q = kw.get("mask"), kw.get("recurrent_dropout_mask")
     a, r = FUSED_IDS[act], FUSED_IDS[ract]
     out_r, fs_r, st_r, ws_r = torch.ops.gru_cuda.gru_forward(x, W, U, b, h0, m, None, q, ra, a, r,
                                                              go_back, zero_out, True)
@@ -81,10 +70,10 @@ def run_case(emu, T, B, F, H, reset_after, path, *, mask=False, rdm=False, go_ba
                        _p(ws), _p(fin), _p(scratch), _p(ws_scratch), _p(rh), ra, a, r, go_back,
                        zero_out, path, sm, max_cluster, max_bt)
     assert info.startswith(path), info
-    errs = {"outputs": _err(outs, out_r), "final_state": _err(fin, fs_r)}
+    errs = {"outputs": max_rel_err(outs, out_r), "final_state": max_rel_err(fin, fs_r)}
     if save:
-        errs["states"] = _err(st, st_r)
-        errs["workspace"] = _err(ws, ws_r)
+        errs["states"] = max_rel_err(st, st_r)
+        errs["workspace"] = max_rel_err(ws, ws_r)
 
     dY, dS = torch.randn(T, B, H), torch.randn(B, H)
     g_r = torch.ops.gru_cuda.gru_backward(dY, dS, x, W, U, h0, st_r, ws_r, m, None, q,
@@ -95,7 +84,7 @@ def run_case(emu, T, B, F, H, reset_after, path, *, mask=False, rdm=False, go_ba
                         _p(dG), _p(aux), _p(gh0), _p(dh_part), _p(dcarry), ra, a, r, go_back,
                         zero_out, path, sm, max_cluster, max_bt)
     assert info.startswith(path), info
-    errs["grad_h0"] = _err(gh0, g_r[4])
+    errs["grad_h0"] = max_rel_err(gh0, g_r[4])
     # The stepwise binding's GEMMs after the loop, on the kernel's dgates (dG) and aux.
     hp = torch.empty(T, B, H)
     for s in range(T):
@@ -108,12 +97,12 @@ def run_case(emu, T, B, F, H, reset_after, path, *, mask=False, rdm=False, go_ba
         gU[:, g * H:(g + 1) * H] = hq.reshape(T * B, H).t() @ G2[:, g * H:(g + 1) * H]
     if not ra:
         gU[:, 2 * H:] = A2.t() @ G2[:, 2 * H:]
-    errs["grad_x"] = _err((dgx @ W.t()).reshape(T, B, F), g_r[0])
-    errs["grad_kernel"] = _err(X2.t() @ dgx, g_r[1])
-    errs["grad_recurrent_kernel"] = _err(gU, g_r[2])
+    errs["grad_x"] = max_rel_err((dgx @ W.t()).reshape(T, B, F), g_r[0])
+    errs["grad_kernel"] = max_rel_err(X2.t() @ dgx, g_r[1])
+    errs["grad_recurrent_kernel"] = max_rel_err(gU, g_r[2])
     if b is not None:
         gb = torch.stack([dgx.sum(0), G2.sum(0)]) if ra else G2.sum(0)
-        errs["grad_bias"] = _err(gb, g_r[3])
+        errs["grad_bias"] = max_rel_err(gb, g_r[3])
     return errs
 
 

@@ -5,7 +5,8 @@ import itertools
 import pytest
 import torch
 
-from conftest import assert_close_rel, leaf_copies, make_problem, run_with_grads
+from compare import assert_close_rel
+from problems import leaf_copies, make_problem, run_with_grads
 from gru_cuda import activations, functional, reference
 
 OPTION_GRID = list(itertools.product(

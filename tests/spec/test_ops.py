@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import gru_cuda
-from conftest import make_problem
+from problems import make_problem
 from gru_cuda import activations, functional
 
 OPTION_SETS = [

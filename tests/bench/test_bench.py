@@ -15,7 +15,7 @@ import gru_cuda
 import gru_cuda.dispatch  # noqa: F401  (gru_cuda.dispatch.explain / last_path are patched)
 from gru_cuda import bench
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = ["--device", "cpu", "--repeats", "1", "--warmup", "0", "--no-progress"]
 
 

@@ -24,6 +24,7 @@ from gru_cuda import GRU
 from gru_cuda.functional import gru
 
 from conftest import requires_cuda
+from problems import ARG_NAMES, MASK_NAMES, problem_from_config
 
 FWD_OP = torch.ops.gru_cuda.gru_forward.default
 BWD_OP = torch.ops.gru_cuda.gru_backward.default
@@ -72,33 +73,12 @@ CONFIGS = {
 
 
 def _problem(cfg, B=3, T=5, F=4, H=6, dtype=torch.float64, device="cpu", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ra = cfg.get("reset_after", True)
-    tm = cfg.get("time_major", False)
-
-    def rnd(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(device, dtype)
-
-    tensors = dict(
-        x=rnd(T, B, F) if tm else rnd(B, T, F),
-        kernel=rnd(F, 3 * H, scale=0.5), recurrent_kernel=rnd(H, 3 * H, scale=0.5),
-        bias=(rnd(2, 3 * H, scale=0.3) if ra else rnd(3 * H, scale=0.3))
-        if cfg.get("bias", True) else None,
-        initial_state=rnd(B, H) if cfg.get("initial_state") else None)
-    masks = {}
-    if cfg.get("mask"):
-        m = torch.rand(B, T, generator=g) > 0.3
-        masks["mask"] = (m.t().contiguous() if tm else m).to(device)
-    if cfg.get("input_dropout") == "shared":
-        masks["input_dropout_mask"] = ((torch.rand(B, F, generator=g) > 0.2) / 0.8).to(device, dtype)
-    elif cfg.get("input_dropout") == "per_gate":
-        masks["input_dropout_mask"] = ((torch.rand(3, B, F, generator=g) > 0.2) / 0.8).to(device, dtype)
-    if cfg.get("recurrent_dropout"):
-        masks["recurrent_dropout_mask"] = ((torch.rand(3, B, H, generator=g) > 0.2) / 0.8).to(device, dtype)
-    options = {k: cfg[k] for k in ("reset_after", "go_backwards", "time_major",
-                                   "zero_output_for_mask", "activation", "recurrent_activation")
-               if k in cfg}
-    return tensors, masks, options
+    """(tensors by argument name, masks, options) for one configuration."""
+    args, kw = problem_from_config(cfg, B=B, T=T, F=F, H=H, initial_state=False, dtype=dtype,
+                                   device=device, scale=0.5, bias_scale=0.3, keep=0.8,
+                                   generator=torch.Generator().manual_seed(seed))
+    masks = {k: kw.pop(k) for k in MASK_NAMES if k in kw}
+    return dict(zip(ARG_NAMES, args)), masks, kw
 
 
 def _loss_fn(options):

@@ -3,7 +3,7 @@ value, from the functional API and from direct op calls; never a crash."""
 import pytest
 import torch
 
-from conftest import make_problem
+from problems import make_problem
 from gru_cuda import activations, functional, reference
 
 B, T, F, H = 3, 5, 4, 6

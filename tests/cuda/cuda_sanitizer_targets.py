@@ -14,11 +14,14 @@ which path ran each case, and compares every path's results with the stepwise on
 Run on a GPU machine with the CUDA build installed (--quick: a few cases per path):
 
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck \\
-        --leak-check full --error-exitcode 1 python tests/cuda_sanitizer_targets.py
-    compute-sanitizer --tool racecheck --error-exitcode 1 python tests/cuda_sanitizer_targets.py
-    compute-sanitizer --tool initcheck --error-exitcode 1 python tests/cuda_sanitizer_targets.py
-    compute-sanitizer --tool synccheck --error-exitcode 1 python tests/cuda_sanitizer_targets.py
-    python tests/cuda_sanitizer_targets.py --paths persistent_cluster --quick
+        --leak-check full --error-exitcode 1 python tests/cuda/cuda_sanitizer_targets.py
+    compute-sanitizer --tool racecheck --error-exitcode 1 \\
+        python tests/cuda/cuda_sanitizer_targets.py
+    compute-sanitizer --tool initcheck --error-exitcode 1 \\
+        python tests/cuda/cuda_sanitizer_targets.py
+    compute-sanitizer --tool synccheck --error-exitcode 1 \\
+        python tests/cuda/cuda_sanitizer_targets.py
+    python tests/cuda/cuda_sanitizer_targets.py --paths persistent_cluster --quick
 
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 makes every allocation exact, so that memcheck sees an
 out-of-bounds access past a tensor instead of landing in a cached block. The cuBLAS and torch

@@ -3,7 +3,7 @@ csrc/kernels/step/), persistent (one cooperative launch, grid barrier) and
 persistent_cluster (sm_90 thread-block clusters), csrc/kernels/persistent_*.
 
 Automatic dispatch would send almost every case to one path (persistent_cluster on an H100 or
-H200), so every test that runs the op takes the `path` fixture (tests/cuda_problems.py): it
+H200), so every test that runs the op takes the `path` fixture (tests/cuda/cuda_problems.py): it
 runs once per path, skipped with the reason where dispatch.kernel_paths() lacks it, with the
 path forced for the whole body; check_against_reference asserts that the forward and the
 backward really ran on that path (dispatch.last_path), so a silent fallback fails. float64 runs
@@ -14,7 +14,7 @@ Results are compared with the float64 reference (gru_cuda.reference on the CPU) 
 inputs (reproducible with GRU_TEST_SEED), with cuDNN (torch.nn.GRU), with the CPU op, or with
 themselves (determinism). Every test here carries the `cuda` marker and skips cleanly without
 a GPU or a CUDA build. CUDA-graph capture: test_cuda_graphs.py. Production geometries:
-test_cuda_paths.py. Under compute-sanitizer run tests/cuda_sanitizer_targets.py instead.
+test_cuda_paths.py. Under compute-sanitizer run tests/cuda/cuda_sanitizer_targets.py instead.
 """
 
 import pytest
@@ -25,7 +25,8 @@ from gru_cuda import dispatch
 from gru_cuda.activations import FUSED_IDS, FUSED_NAMES
 from gru_cuda.functional import gru
 
-from conftest import assert_close_rel, requires_cuda
+from compare import assert_close_rel
+from conftest import requires_cuda
 from cuda_problems import (CUDA_PATHS, PERSISTENT_PATHS, TOL, _run, assert_ran,  # noqa: F401
                            check_against_reference, clear_last_path, forced_plan, make_problem,
                            path, path_dtypes, poison_allocator, prepare_args, reference_run)

@@ -11,7 +11,9 @@ import torch
 from gru_cuda import GRU
 from gru_cuda.functional import gru
 
+from compare import assert_close_rel
 from conftest import requires_cuda
+from problems import problem_from_config
 
 FWD_OP = torch.ops.gru_cuda.gru_forward.default
 
@@ -27,27 +29,16 @@ IDS = ["-".join(f"{k}={v}" for k, v in c.items()) for c in CONFIGS]
 
 
 def _problem(cfg, device="cpu", B=4, T=12, F=8, H=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    tm = cfg.get("time_major", False)
-
-    def rnd(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g) * scale).to(device)
-
-    params = dict(kernel=rnd(F, 3 * H, scale=0.3), recurrent_kernel=rnd(H, 3 * H, scale=0.3),
-                  bias=rnd(2, 3 * H, scale=0.2) if cfg.get("reset_after", True) else rnd(3 * H, scale=0.2))
-    x = rnd(T, B, F) if tm else rnd(B, T, F)
-    kw = {k: cfg[k] for k in ("reset_after", "go_backwards", "time_major", "zero_output_for_mask",
-                              "activation", "recurrent_activation") if k in cfg}
-    if cfg.get("initial_state"):
-        kw["initial_state"] = rnd(B, H)
-    if cfg.get("mask"):
-        m = torch.rand(B, T, generator=g) > 0.25
-        kw["mask"] = (m.t().contiguous() if tm else m).to(device)
+    """(x, {kernel, recurrent_kernel, bias}, kw) in float32; input dropout is per gate."""
     if cfg.get("input_dropout"):
-        kw["input_dropout_mask"] = ((torch.rand(3, B, F, generator=g) > 0.2) / 0.8).to(device)
-    if cfg.get("recurrent_dropout"):
-        kw["recurrent_dropout_mask"] = ((torch.rand(3, B, H, generator=g) > 0.2) / 0.8).to(device)
-    return x, params, kw
+        cfg = dict(cfg, input_dropout="per_gate")
+    (x, kernel, recurrent_kernel, bias, h0), kw = problem_from_config(
+        cfg, B=B, T=T, F=F, H=H, initial_state=False, dtype=torch.float32, device=device,
+        scale=0.3, bias_scale=0.2, mask_keep=0.75, keep=0.8,
+        generator=torch.Generator().manual_seed(seed))
+    if h0 is not None:
+        kw["initial_state"] = h0
+    return x, dict(kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias), kw
 
 
 def _run(x, params, kw, autocast_dtype=None, device="cpu"):
@@ -66,11 +57,8 @@ def _run(x, params, kw, autocast_dtype=None, device="cpu"):
     return out, state, {k: v.grad for k, v in leaves.items()}, x.grad, leaves
 
 
-def _assert_close_lowp(got, want, what, tol=2e-2):
-    """Within bf16/fp16 error, relative to the tensor's scale."""
-    scale = max(1.0, want.abs().max().item())
-    torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol * scale,
-                               msg=lambda m: f"{what}: {m}")
+# Within bf16/fp16 error, relative to the tensor's scale.
+LOWP = 2e-2
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
@@ -85,11 +73,11 @@ def test_cpu_autocast_bfloat16(cfg):
 
     out32, state32, grads32, gx32, _ = _run(x, params, kw)
     assert out32.dtype == torch.float32
-    _assert_close_lowp(out, out32, "outputs")
-    _assert_close_lowp(state, state32, "final_state")
+    assert_close_rel(out, out32, LOWP, "outputs")
+    assert_close_rel(state, state32, LOWP, "final_state")
     for k in grads32:
-        _assert_close_lowp(grads[k], grads32[k], f"grad {k}")
-    _assert_close_lowp(gx, gx32, "grad x")
+        assert_close_rel(grads[k], grads32[k], LOWP, f"grad {k}")
+    assert_close_rel(gx, gx32, LOWP, "grad x")
     # and it really is lower precision, not a float32 run relabelled
     assert not torch.equal(out.float(), out32)
 
@@ -126,7 +114,7 @@ def test_cpu_autocast_bf16_input_with_float32_parameters():
     assert lin.weight.grad.dtype == torch.float32
     with torch.no_grad():
         out32, _ = gru(lin(x), *params.values(), **kw)
-    _assert_close_lowp(out, out32, "outputs")
+    assert_close_rel(out, out32, LOWP, "outputs")
 
 
 def _backward_inside_region(cfg):
@@ -145,7 +133,7 @@ def test_cpu_autocast_backward_inside_the_region(cfg):
     grads32 = _run(x, params, kw)[2]
     for k in grads32:
         assert inside[k].dtype == torch.float32
-        _assert_close_lowp(inside[k], grads32[k], f"grad {k}")
+        assert_close_rel(inside[k], grads32[k], LOWP, f"grad {k}")
 
 
 def test_cpu_autocast_backward_inside_equals_outside():
@@ -180,14 +168,16 @@ def test_cpu_autocast_slow_path_activation():
     """A non-fused activation (reference path) under autocast also gives bf16 outputs close to
     float32, with float32 gradients."""
     x, params, kw = _problem(dict(reset_after=True), T=5)
-    kw["activation"] = "relu6"
+    # Smooth (mish, not relu6): at a kink bf16 rounding flips the derivative of whole
+    # elements, which no tolerance on the gradients can tell from an error.
+    kw["activation"] = "mish"
     out, state, grads, _, _ = _run(x, params, kw, torch.bfloat16)
     out32, _, grads32, _, _ = _run(x, params, kw)
     assert out.dtype == torch.bfloat16
-    _assert_close_lowp(out, out32, "outputs")
+    assert_close_rel(out, out32, LOWP, "outputs")
     for k in grads32:
         assert grads[k].dtype == torch.float32
-        _assert_close_lowp(grads[k], grads32[k], f"grad {k}")
+        assert_close_rel(grads[k], grads32[k], LOWP, f"grad {k}")
 
 
 def test_raw_op_call_under_autocast():
@@ -215,7 +205,7 @@ def test_cpu_autocast_layer():
                for p in layer.parameters())
     with torch.no_grad():
         out32, _ = layer(x)
-    _assert_close_lowp(out, out32, "layer outputs")
+    assert_close_rel(out, out32, LOWP, "layer outputs")
 
 
 @requires_cuda
@@ -229,8 +219,8 @@ def test_cuda_autocast(cfg, dtype):
         assert p.dtype == torch.float32 and grads[k].dtype == torch.float32, k
     out32, state32, grads32, gx32, _ = _run(x, params, kw)
     tol = 1e-2 if dtype == torch.float16 else 2e-2
-    _assert_close_lowp(out, out32, "outputs", tol)
-    _assert_close_lowp(state, state32, "final_state", tol)
+    assert_close_rel(out, out32, tol, "outputs")
+    assert_close_rel(state, state32, tol, "final_state")
     for k in grads32:
-        _assert_close_lowp(grads[k], grads32[k], f"grad {k}", tol)
-    _assert_close_lowp(gx, gx32, "grad x", tol)
+        assert_close_rel(grads[k], grads32[k], tol, f"grad {k}")
+    assert_close_rel(gx, gx32, tol, "grad x")

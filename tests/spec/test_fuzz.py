@@ -16,8 +16,8 @@ gru_backward (whose checks live in csrc/gru_checks.cpp):
 On a GPU the "cuda" variants run the same fuzz on CUDA tensors; run them under
 compute-sanitizer to check for illegal memory accesses and races:
 
-    compute-sanitizer --tool memcheck  python -m pytest -q tests/test_fuzz.py -k cuda
-    compute-sanitizer --tool racecheck python -m pytest -q tests/test_fuzz.py -k cuda
+    compute-sanitizer --tool memcheck  python -m pytest -q tests/spec/test_fuzz.py -k cuda
+    compute-sanitizer --tool racecheck python -m pytest -q tests/spec/test_fuzz.py -k cuda
 
 GRU_FUZZ_ITERATIONS scales the number of random cases (default 1 = the CI size).
 """
@@ -34,7 +34,9 @@ import gru_cuda
 from gru_cuda import reference
 from gru_cuda.functional import gru
 
+from compare import assert_close_rel
 from conftest import requires_cuda
+from problems import as_dict, make_problem
 
 DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]  # the cuda marker skips without a GPU
 ITER = max(1, int(os.environ.get("GRU_FUZZ_ITERATIONS", "1")))
@@ -51,28 +53,13 @@ def _problem(rng: random.Random, device, dtype=torch.float32, time_major=False):
     B, T, F, H = rng.randint(1, 4), rng.randint(1, 5), rng.randint(1, 4), rng.choice([1, 2, 3, 5])
     reset_after = rng.random() < 0.6
     g = torch.Generator().manual_seed(rng.randrange(2**31))
-
-    def rnd(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(device, dtype)
-
-    a = dict(
-        x=rnd(T, B, F) if time_major else rnd(B, T, F),
-        kernel=rnd(F, 3 * H, scale=0.5),
-        recurrent_kernel=rnd(H, 3 * H, scale=0.5),
-        bias=(rnd(2, 3 * H, scale=0.3) if reset_after else rnd(3 * H, scale=0.3))
-        if rng.random() < 0.8 else None,
-        initial_state=rnd(B, H) if rng.random() < 0.6 else None,
-        mask=None, input_dropout_mask=None, recurrent_dropout_mask=None)
-    if rng.random() < 0.5:
-        m = torch.rand(B, T, generator=g) > 0.3
-        a["mask"] = (m.t().contiguous() if time_major else m).to(device)
-    r = rng.random()
-    if r < 0.3:
-        a["input_dropout_mask"] = ((torch.rand(B, F, generator=g) > 0.25) / 0.75).to(device, dtype)
-    elif r < 0.5:
-        a["input_dropout_mask"] = ((torch.rand(3, B, F, generator=g) > 0.25) / 0.75).to(device, dtype)
-    if rng.random() < 0.4:
-        a["recurrent_dropout_mask"] = ((torch.rand(3, B, H, generator=g) > 0.25) / 0.75).to(device, dtype)
+    bias, h0, mask, r = rng.random() < 0.8, rng.random() < 0.6, rng.random() < 0.5, rng.random()
+    args, kw = make_problem(B=B, T=T, F=F, H=H, reset_after=reset_after, bias=bias,
+                            initial_state=h0, mask=mask, input_dropout=1 if r < 0.3 else
+                            3 if r < 0.5 else 0, recurrent_dropout=rng.random() < 0.4,
+                            time_major=time_major, dtype=dtype, device=device, scale=0.5,
+                            bias_scale=0.3, mask_keep=0.7, keep=0.75, generator=g)
+    a = as_dict(args, kw)
     opts = dict(reset_after=reset_after, go_backwards=rng.random() < 0.5, time_major=time_major,
                 zero_output_for_mask=rng.random() < 0.3,
                 activation=rng.choice(["tanh", "tanh", "softsign", "relu", "gelu"]),
@@ -189,11 +176,10 @@ def _check_against_reference(a, opts, out, state, grads=None, cot=None):
     want_out, want_state = reference.gru(ra["x"], ra["kernel"], ra["recurrent_kernel"],
                                          ra["bias"], ra["initial_state"],
                                          **{k: ra[k] for k in ARG_NAMES[5:]}, **opts)
-    tol = _tol(a["x"].dtype)
-    for got, want in ((out, want_out), (state, want_state)):
-        scale = max(1.0, want.abs().max().item()) if want.numel() else 1.0
-        torch.testing.assert_close(got.detach().cpu().to(torch.float64), want.detach(),
-                                   rtol=tol, atol=tol * scale, equal_nan=True)
+    # tol of the scale plus tol of the element: within twice tol of the scale.
+    tol = 2 * _tol(a["x"].dtype)
+    assert_close_rel(out, want_out, tol, "outputs", equal_nan=True)
+    assert_close_rel(state, want_state, tol, "final_state", equal_nan=True)
     if grads is None:
         return
     loss = (want_out * cot[0]).sum() + (want_state * cot[1]).sum()
@@ -202,9 +188,7 @@ def _check_against_reference(a, opts, out, state, grads=None, cot=None):
     for k, got, want in zip(diff, grads, want_grads):
         want = torch.zeros_like(ra[k]) if want is None else want
         got = torch.zeros_like(a[k]) if got is None else got
-        scale = max(1.0, want.abs().max().item()) if want.numel() else 1.0
-        torch.testing.assert_close(got.detach().cpu().to(torch.float64), want, rtol=tol,
-                                   atol=tol * scale, equal_nan=True, msg=lambda m: f"grad {k}: {m}")
+        assert_close_rel(got, want, tol, f"grad {k}", equal_nan=True)
 
 
 def _names_an_argument(message: str, names) -> bool:
@@ -399,26 +383,13 @@ OPTION_SETS = [
 
 def _options_problem(device, dtype, B=4, T=6, F=3, H=5, seed=0, reset_after=True, mask=False,
                      input_dropout=0, recurrent_dropout=False, time_major=False, **opts):
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(device, dtype)
-
-    a = dict(x=rnd(T, B, F) if time_major else rnd(B, T, F), kernel=rnd(F, 3 * H, scale=0.5),
-             recurrent_kernel=rnd(H, 3 * H, scale=0.5),
-             bias=rnd(2, 3 * H, scale=0.3) if reset_after else rnd(3 * H, scale=0.3),
-             initial_state=rnd(B, H), mask=None, input_dropout_mask=None,
-             recurrent_dropout_mask=None)
-    if mask:
-        m = torch.rand(B, T, generator=g) > 0.3
-        a["mask"] = (m.t().contiguous() if time_major else m).to(device)
-    if input_dropout:
-        shape = (B, F) if input_dropout == 1 else (3, B, F)
-        a["input_dropout_mask"] = ((torch.rand(*shape, generator=g) > 0.25) / 0.75).to(device, dtype)
-    if recurrent_dropout:
-        a["recurrent_dropout_mask"] = ((torch.rand(3, B, H, generator=g) > 0.25) / 0.75).to(device, dtype)
+    args, kw = make_problem(B=B, T=T, F=F, H=H, reset_after=reset_after, mask=mask,
+                            input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
+                            time_major=time_major, dtype=dtype, device=device, scale=0.5,
+                            bias_scale=0.3, mask_keep=0.7, keep=0.75,
+                            generator=torch.Generator().manual_seed(seed))
     opts = dict(opts, reset_after=reset_after, time_major=time_major)
-    return a, opts
+    return as_dict(args, kw), opts
 
 
 def _call(a, opts):

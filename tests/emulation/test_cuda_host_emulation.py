@@ -8,15 +8,14 @@ the CPU, with every buffer it allocates filled with NaN (an element a kernel for
 shows up). ATen's CPU GEMMs stand in for cuBLAS. What
 this checks: the binding's orchestration (buffers, views, strides, step order, go_backwards,
 masks, dropout), the kernels' index math and formulas, and the saved layouts against the CPU
-op. What it cannot check here: races and out-of-bounds accesses (tests/test_sanitize.py runs the
+op. What it cannot check here: races and out-of-bounds accesses (test_sanitize.py runs the
 same kit under ThreadSanitizer and AddressSanitizer), memory-model and launch-configuration limits, cuBLAS, fp16
-intrinsics on the device, performance; tests/test_cuda_ops.py does that on a GPU.
+intrinsics on the device, performance; tests/cuda/test_cuda_ops.py does that on a GPU.
 
 Slow (it compiles every (dtype, activation pair) instantiation with the host compiler, about
 2-3 minutes on two cores); the build is cached in build/cuda_host_emulation (or
 $GRU_EMU_BUILD_DIR/cuda_host_emulation).
 """
-import math
 import shutil
 
 import pytest
@@ -25,7 +24,9 @@ import torch
 import gru_cuda
 from gru_cuda import reference
 from gru_cuda.activations import FUSED_IDS, FUSED_NAMES
+from compare import assert_close_rel
 from emulation import builder
+from problems import make_problem
 
 pytestmark = pytest.mark.slow
 
@@ -40,25 +41,16 @@ def emu():
 
 
 def _problem(T, B, F, H, reset_after, *, bias, mask, idm, rdm, dtype, h0=True, scale=0.5):
-    def r(*s, scale=1.0):
-        return torch.randn(*s, dtype=torch.float64) * scale
-
-    bscale = 0.6 * scale
-    d = {"x": r(T, B, F), "k": r(F, 3 * H, scale=scale / math.sqrt(max(F, 1))),
-         "u": r(H, 3 * H, scale=scale / math.sqrt(max(H, 1))),
-         "b": (r(2, 3 * H, scale=bscale) if reset_after else r(3 * H, scale=bscale)) if bias else None,
-         "h": r(B, H, scale=0.5) if h0 else torch.zeros(B, H, dtype=torch.float64),
-         "m": None, "im": None, "rm": None, "gY": r(T, B, H), "gS": r(B, H)}
-    if mask:
-        d["m"] = torch.rand(T, B) > 0.3
-        if B > 0:
-            d["m"][:, 0] = False  # a fully masked row
-    if idm == "shared":
-        d["im"] = (torch.rand(B, F) > 0.25).double() / 0.75
-    elif idm == "per_gate":
-        d["im"] = (torch.rand(3, B, F) > 0.25).double() / 0.75
-    if rdm:
-        d["rm"] = (torch.rand(3, B, H) > 0.3).double() / 0.7
+    """The op's time-major arguments (k, u, b, h, m, im, rm) and cotangents gY, gS in dtype."""
+    (x, k, u, b, h), kw = make_problem(
+        B=B, T=T, F=F, H=H, reset_after=reset_after, bias=bias, mask="random" if mask else False,
+        input_dropout=idm, recurrent_dropout=rdm, time_major=True, scale=scale, fan_in=True,
+        bias_scale=0.6 * scale, state_scale=0.5, mask_keep=0.7)
+    d = {"x": x, "k": k, "u": u, "b": b,
+         "h": h if h0 else torch.zeros(B, H, dtype=torch.float64),
+         "m": kw.get("mask"), "im": kw.get("input_dropout_mask"),
+         "rm": kw.get("recurrent_dropout_mask"),
+         "gY": torch.randn(T, B, H, dtype=torch.float64), "gS": torch.randn(B, H, dtype=torch.float64)}
     return {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
             for k, v in d.items()}
 
@@ -91,16 +83,6 @@ def _reference(d, reset_after, act, rec, go_backwards, zero_out):
     return out.detach(), fin.detach(), grads
 
 
-def _close(actual, expected, tol, name):
-    a, e = actual.double(), expected.double()
-    assert a.shape == e.shape, f"{name}: shape {tuple(a.shape)} != {tuple(e.shape)}"
-    if e.numel() == 0:
-        return
-    assert not torch.isnan(a).any(), f"{name}: NaN (an element was not written)"
-    err = (a - e).abs().max().item() / max(1.0, e.abs().max().item())
-    assert err <= tol, f"{name}: relative error {err:.3e} > {tol:.1e}"
-
-
 def _check(emu, T, B, F, H, reset_after, *, act="tanh", rec="sigmoid", go_backwards=False,
            zero_out=False, mask=False, idm=None, rdm=False, bias=True, dtype=torch.float64,
            h0=True):
@@ -112,11 +94,11 @@ def _check(emu, T, B, F, H, reset_after, *, act="tanh", rec="sigmoid", go_backwa
                  scale=scale)
     (out, fin, states, ws), grads = _run(emu, d, reset_after, act, rec, go_backwards, zero_out)
     r_out, r_fin, r_grads = _reference(d, reset_after, act, rec, go_backwards, zero_out)
-    _close(out, r_out, tol, "outputs")
-    _close(fin, r_fin, tol, "final_state")
+    assert_close_rel(out, r_out, tol, "outputs")
+    assert_close_rel(fin, r_fin, tol, "final_state")
     mine = [grads[0], grads[1], grads[2], grads[4]] + ([grads[3]] if bias else [])
     for name, a, e in zip(("x", "kernel", "recurrent_kernel", "h0", "bias"), mine, r_grads):
-        _close(a, e, tol * 3, f"grad {name}")
+        assert_close_rel(a, e, tol * 3, f"grad {name}")
     if not bias:
         assert grads[3].shape == (0,)
     (out2, fin2, st2, ws2), _ = _run(emu, d, reset_after, act, rec, go_backwards, zero_out, save=False)
@@ -124,8 +106,8 @@ def _check(emu, T, B, F, H, reset_after, *, act="tanh", rec="sigmoid", go_backwa
     if dtype in (torch.float64, torch.float32):  # the saved layouts are the CPU op's
         (c_out, _, c_states, c_ws), _ = _run(torch.ops.gru_cuda, d, reset_after, act, rec,
                                              go_backwards, zero_out)
-        _close(states, c_states, tol, "states vs CPU op")
-        _close(ws, c_ws, tol, "workspace vs CPU op")
+        assert_close_rel(states, c_states, tol, "states vs CPU op")
+        assert_close_rel(ws, c_ws, tol, "workspace vs CPU op")
 
 
 CONVENTIONS = pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])

@@ -6,7 +6,7 @@ dropout masks (as training does), alternates the reset convention and direction,
 tenth step also runs an inference (no_grad) call, so all paths of the op are exercised.
 The figures are printed. The CUDA variant also tracks torch.cuda.memory_allocated.
 
-Run alone with:  python -m pytest -q -m slow tests/test_soak.py -s
+Run alone with:  python -m pytest -q -m slow tests/reliability/test_soak.py -s
 """
 from __future__ import annotations
 
