@@ -278,7 +278,8 @@ def test_fit_loss_history_matches_keras(masking):
         x = rng.normal(size=(N, T, 3)).astype("float32")
         x[rng.random((N, T)) < 0.3] = 0.0
     y = rng.normal(size=(N, 1)).astype("float32")
-    theirs, ours = _seq_model(keras.layers.GRU, masking=masking), _seq_model(gk.GRU, masking=masking)
+    theirs = _seq_model(keras.layers.GRU, masking=masking)
+    ours = _seq_model(gk.GRU, masking=masking)
     ours.set_weights(theirs.get_weights())
     hist = {}
     for name, model in (("keras", theirs), ("ours", ours)):
