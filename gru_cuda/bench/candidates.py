@@ -23,9 +23,11 @@ if TYPE_CHECKING:
     from .config import Config
 
 __all__ = ["CaseData", "Model", "Candidate", "GruCudaCandidate", "TorchGRUCandidate",
-           "StepLoopCandidate", "KerasCandidate", "BrokenCandidate", "CANDIDATES", "ALIASES",
+           "StepLoopCandidate", "KerasCandidate", "KerasGruCudaCandidate",
+           "BrokenCandidate", "CANDIDATES", "ALIASES",
            "DEFAULT_CANDIDATES", "QUICK_CANDIDATES", "PERSISTENT_CANDIDATES",
-           "register_candidate", "resolve_candidates", "path_label", "keras_version", "leaf"]
+           "GROUPS", "register_candidate", "resolve_candidates", "path_label", "keras_version",
+           "leaf"]
 
 
 @dataclass
@@ -204,14 +206,15 @@ class TorchGRUCandidate(Candidate):
 
 
 class _KerasModel(Model):
-    def __init__(self, keras, data: CaseData, case: Case, device: torch.device):
+    def __init__(self, keras, data: CaseData, case: Case, device: torch.device, layer_cls=None):
         self.keras = keras
         self.device_name = str(device)
         F, H = data.kernel.shape[0], data.recurrent_kernel.shape[0]
+        layer_cls = keras.layers.GRU if layer_cls is None else layer_cls
         with keras.device(self.device_name):
             # zeros initializers: set_weights overwrites them, and Keras' orthogonal
             # initializer has no bfloat16 QR on the CPU
-            self.layer = keras.layers.GRU(
+            self.layer = layer_cls(
                 H, return_sequences=True, reset_after=case.reset_after, dtype=case.dtype,
                 kernel_initializer="zeros", recurrent_initializer="zeros",
                 bias_initializer="zeros")
@@ -270,9 +273,23 @@ class KerasCandidate(Candidate):
         return _KerasModel(self.load(), data, case, cfg.device)
 
 
+class KerasGruCudaCandidate(KerasCandidate):
+    """gru_cuda.keras.GRU inside Keras: the same Keras layer call as the `keras` candidate,
+    with the recurrence in gru_cuda's fused op; time both for the pair's speedup (vs_keras)."""
+    key = "gru_cuda.keras"
+    label = "gru_cuda.keras.GRU"
+
+    def skip_reason(self, case, cfg):
+        return self._error if self.load() is None else None
+
+    def build(self, data, case, cfg):
+        import gru_cuda.keras  # imports keras, which load() has configured for torch
+        return _KerasModel(self.load(), data, case, cfg.device, gru_cuda.keras.GRU)
+
+
 def keras_version(candidates: Sequence[Candidate]) -> Optional[str]:
     """"3.15.1 (torch backend)" when the Keras candidate is among `candidates` and loads."""
-    k = next((c for c in candidates if isinstance(c, KerasCandidate)), None)
+    k = next((c for c in candidates if isinstance(c, KerasCandidate)), None)  # or a subclass
     keras = k.load() if k is not None else None
     return None if keras is None else f"{keras.__version__} ({keras.backend.backend()} backend)"
 
@@ -305,11 +322,15 @@ def register_candidate(c: Candidate) -> Candidate:
 
 
 for _c in (GruCudaCandidate(), TorchGRUCandidate(), StepLoopCandidate(), KerasCandidate(),
-           BrokenCandidate()):
+           KerasGruCudaCandidate(), BrokenCandidate()):
     register_candidate(_c)
 
 ALIASES = {"cudnn": "torch", "nn.gru": "torch", "torch.nn.gru": "torch", "loop": "steploop",
-           "step-loop": "steploop", "reference": "steploop", "auto": "gru_cuda"}
+           "step-loop": "steploop", "reference": "steploop", "auto": "gru_cuda",
+           "keras_gru_cuda": "gru_cuda.keras"}
+# Names that stand for several candidates: the Keras pair runs keras.layers.GRU and
+# gru_cuda.keras.GRU interleaved, case by case
+GROUPS = {"keras-pair": ("keras", "gru_cuda.keras")}
 DEFAULT_CANDIDATES = ("gru_cuda", "paths", "torch", "steploop", "keras")
 # --quick leaves Keras out: importing it alone takes seconds
 QUICK_CANDIDATES = ("gru_cuda", "paths", "torch", "steploop")
@@ -324,7 +345,9 @@ def resolve_candidates(names: Sequence[str], device: torch.device,
     out: List[Candidate] = []
     for raw in names:
         name = ALIASES.get(raw.lower(), raw)
-        if name == "paths":
+        if name in GROUPS:
+            chosen = [CANDIDATES[k] for k in GROUPS[name]]
+        elif name == "paths":
             paths = [str(p) for p in gru_cuda.kernel_paths(device)]
             if not paths:  # a CUDA device that this build cannot use
                 notes.append(f"gru_cuda has no forced kernel paths on {device} in this build: "
@@ -341,7 +364,7 @@ def resolve_candidates(names: Sequence[str], device: torch.device,
         else:
             others = ", ".join(k for k in CANDIDATES if k != "gru_cuda")
             raise SystemExit(f"unknown candidate {raw!r}; choose from: gru_cuda, paths, "
-                             f"gru_cuda[PATH], {others}")
+                             f"gru_cuda[PATH], {others}, {', '.join(GROUPS)}")
         for c in chosen:
             if isinstance(c, KerasCandidate):
                 why = c.available()

@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", nargs="+", default=None, metavar="NAME",
                    help="gru_cuda (automatic dispatch), paths (every forced kernel path), "
                         "gru_cuda[PATH], torch (torch.nn.GRU / cuDNN), steploop (the PyTorch "
-                        "step loop), keras (Keras 3, torch backend), broken (deliberately "
+                        "step loop), keras (keras.layers.GRU, Keras 3, torch backend), "
+                        "gru_cuda.keras (gru_cuda.keras.GRU in Keras), keras-pair (both), "
+                        "broken (deliberately "
                         f"wrong). Default: {' '.join(DEFAULT_CANDIDATES)} (--quick: "
                         f"{' '.join(QUICK_CANDIDATES)}; --preset persistent: "
                         f"{' '.join(PERSISTENT_CANDIDATES)})")

@@ -18,7 +18,7 @@ RESULT_FIELDS = [
     "check_steps", "max_err", "tolerance", "tolerance_grad", "errors", "ms", "ms_p25", "ms_p75",
     "ms_cold", "ms_cold_p25", "ms_cold_p75", "repeats", "gflop", "gflop_with_input_proj", "tflops",
     "tflops_with_input_proj", "tflops_cold", "vs_torch", "vs_torch_cold", "vs_steploop",
-    "floor_ms", "x_floor",
+    "floor_ms", "x_floor", "vs_keras",
 ]
 META_FIELDS = ["device", "device_name", "sm_count", "compute_capability", "driver", "cuda",
                "cudnn", "cudnn_tf32", "torch", "gru_cuda", "git_commit", "cpu_model",
@@ -110,7 +110,7 @@ def summarize(rows: List[dict]) -> List[dict]:
         if r["status"] != "ok" or not r["candidate"].startswith("gru_cuda"):
             continue
         g = groups.setdefault((r["candidate"], r["dtype"], r["mode"], r["reset_after"]), {})
-        for col in ("vs_torch", "vs_torch_cold", "vs_steploop", "x_floor"):
+        for col in ("vs_torch", "vs_torch_cold", "vs_steploop", "x_floor", "vs_keras"):
             if r.get(col):
                 g.setdefault(col, []).append(r[col])
     out = []
@@ -130,7 +130,8 @@ def print_summary(meta: dict, summary: List[dict], out=sys.stdout):
     for s in summary:
         parts = []
         for col, label in (("vs_torch", "vs torch.nn.GRU"), ("vs_torch_cold", "cold-L2"),
-                           ("vs_steploop", "vs step loop"), ("x_floor", "time / GEMM floor")):
+                           ("vs_steploop", "vs step loop"), ("x_floor", "time / GEMM floor"),
+                           ("vs_keras", "vs keras.layers.GRU")):
             if col in s:
                 v = s[col]
                 parts.append(f"{label} {v['geomean']:.2f}x [{v['min']:.2f}, {v['max']:.2f}] "
@@ -266,6 +267,7 @@ def write_json(path: str, meta: dict, rows: List[dict], summary: List[dict], cfg
             "tflops_with_input_proj": "adds 6*F*H*B*T per forward for the input projection",
             "vs_torch": "time of torch.nn.GRU / time of this candidate (>1: faster)",
             "vs_steploop": "time of the PyTorch step loop / time of this candidate",
+            "vs_keras": "time of keras.layers.GRU / time of this candidate (same Keras call)",
             "max_err": "max over checked tensors of max|candidate - float64 ref| / max|ref|",
         },
         "summary": summary,

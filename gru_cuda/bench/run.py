@@ -147,7 +147,7 @@ def run_case(case: Case, master: dict, ref: Reference, cfg: Config, timer: Timer
             row["x_floor"] = row["ms"] / floor_ms
         if row.get("ms_cold"):
             row["tflops_cold"] = flops(s, case.mode) / (row["ms_cold"] * 1e-3) / 1e12
-    for base, col in (("torch", "vs_torch"), ("steploop", "vs_steploop")):
+    for base, col in (("torch", "vs_torch"), ("steploop", "vs_steploop"), ("keras", "vs_keras")):
         b = rows.get(base)
         if not b or b["status"] != "ok" or not b.get("ms"):
             continue

@@ -238,6 +238,25 @@ def test_keras_candidate(tmp_path):
     assert doc["metadata"]["keras"].endswith("(torch backend)")
 
 
+def test_keras_pair_times_both_layers_inside_keras(tmp_path):
+    """keras-pair: keras.layers.GRU and gru_cuda.keras.GRU checked and timed case by case, the
+    latter with its speedup over the former (vs_keras) in the rows and the summary."""
+    pytest.importorskip("keras")
+    import keras
+    if keras.backend.backend() != "torch":
+        pytest.skip("keras was imported with another backend")
+    bench.main(["--shape", "2,5,6,4", "--modes", "fwd", "fwd+bwd", "--dtypes", "float32",
+                "--reset-after", "false", "--candidates", "keras-pair",
+                "--out", str(tmp_path), "--no-plot", *FAST])
+    doc = load_json(tmp_path)
+    ours, theirs = rows_of(doc, "gru_cuda.keras"), rows_of(doc, "keras")
+    assert len(ours) == len(theirs) == 2
+    for mine, base in zip(ours, theirs):
+        assert mine["status"] == base["status"] == "ok" and mine["max_err"] < 1e-5
+        assert mine["vs_keras"] == pytest.approx(base["ms"] / mine["ms"])
+    assert {s["candidate"] for s in doc["summary"] if "vs_keras" in s} == {"gru_cuda.keras"}
+
+
 def test_default_output_folder_is_in_the_working_directory(tmp_path, monkeypatch):
     """Without --out the files go to gru_bench_results/ of the current directory, created."""
     monkeypatch.chdir(tmp_path)
