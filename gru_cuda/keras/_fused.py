@@ -90,6 +90,12 @@ def run_sequence(cell, sequences, initial_state, mask=None, training=False, *,
     return outputs[:, -1], outputs, [state]
 
 
+def named_args(frame_locals: dict) -> dict:
+    """An `__init__`'s named arguments from its `locals()`, without self and **kwargs."""
+    return {k: v for k, v in frame_locals.items()
+            if k not in ("self", "kwargs", "__class__")}
+
+
 def first(value):
     """Keras passes states and masks either bare or as one-element lists."""
     if isinstance(value, (list, tuple)):

@@ -17,53 +17,35 @@ class GRUCell(keras.layers.GRUCell):
     instead of a per-step loop (as `gru_cuda.keras.GRU` does).
 
     Args:
-        units: Positive integer, dimensionality of the output space.
-        activation: Activation function to use. Default: hyperbolic tangent
-            (`tanh`). If you pass None, no activation is applied
-            (ie. "linear" activation: `a(x) = x`). The activations gru_cuda fuses
-            (tanh, sigmoid, hard_sigmoid, relu, linear, softsign, elu, selu, softplus,
-            silu/swish, gelu, exponential) run in the kernels; any other Keras activation
-            runs through a per-step PyTorch loop.
-        recurrent_activation: Activation function to use for the recurrent step.
-            Default: sigmoid (`sigmoid`). If you pass `None`, no activation is
-            applied (ie. "linear" activation: `a(x) = x`).
-        use_bias: Boolean, (default `True`), whether the layer
-            should use a bias vector.
-        kernel_initializer: Initializer for the `kernel` weights matrix,
-            used for the linear transformation of the inputs. Default:
-            `"glorot_uniform"`.
-        recurrent_initializer: Initializer for the `recurrent_kernel`
-            weights matrix, used for the linear transformation
-            of the recurrent state. Default: `"orthogonal"`.
-        bias_initializer: Initializer for the bias vector. Default: `"zeros"`.
-        kernel_regularizer: Regularizer function applied to the `kernel` weights
-            matrix. Default: `None`.
-        recurrent_regularizer: Regularizer function applied to the
-            `recurrent_kernel` weights matrix. Default: `None`.
-        bias_regularizer: Regularizer function applied to the bias vector.
-            Default: `None`.
-        kernel_constraint: Constraint function applied to the `kernel` weights
-            matrix. Default: `None`.
-        recurrent_constraint: Constraint function applied to the
-            `recurrent_kernel` weights matrix. Default: `None`.
-        bias_constraint: Constraint function applied to the bias vector.
-            Default: `None`.
-        dropout: Float between 0 and 1. Fraction of the units to drop for the
-            linear transformation of the inputs. Default: 0.
-        recurrent_dropout: Float between 0 and 1. Fraction of the units to drop
-            for the linear transformation of the recurrent state. Default: 0.
-        reset_after: GRU convention (whether to apply reset gate after or
-            before matrix multiplication). False = "before",
-            True = "after" (default and cuDNN compatible).
-        seed: Random seed for dropout.
+        units: positive integer, the size of the state and of the output.
+        activation: candidate-state activation, a Keras name, function or None (identity);
+            default "tanh". Fused in the kernels: tanh, sigmoid, hard_sigmoid, relu, linear,
+            softsign, elu, selu, softplus, silu/swish, gelu, exponential; any other Keras
+            activation is evaluated step by step in PyTorch (correct, slower).
+        recurrent_activation: gate activation for z and r, as `activation`; default
+            "sigmoid".
+        use_bias: whether the gates have biases (default True).
+        kernel_initializer, recurrent_initializer, bias_initializer: how the input kernel
+            `(features, 3 * units)`, the recurrent kernel `(units, 3 * units)` and the bias
+            are first filled (Keras names or objects); defaults "glorot_uniform",
+            "orthogonal", "zeros".
+        kernel_regularizer, recurrent_regularizer, bias_regularizer: penalties added to the
+            model's losses for each weight (Keras names or objects); default None.
+        kernel_constraint, recurrent_constraint, bias_constraint: projections applied to each
+            weight after every optimizer step; default None.
+        dropout: rate in [0, 1] of input features dropped in training (one mask per call,
+            shared over the timesteps); default 0.
+        recurrent_dropout: rate in [0, 1] of state units dropped before the recurrent products
+            in training (one mask per gate and call); default 0.
+        reset_after: the reset gate multiplies the recurrent product (True, the default,
+            cuDNN's convention, bias `(2, 3 * units)`) or the state before it (False, bias
+            `(3 * units,)`).
+        seed: seed of the dropout masks (the same masks as Keras' cell with this seed).
 
     Call arguments:
-        inputs: A 2D tensor, with shape `(batch, features)`.
-        states: A 2D tensor with shape `(batch, units)`, which is the state
-            from the previous time step.
-        training: Python boolean indicating whether the layer should behave in
-            training mode or in inference mode. Only relevant when `dropout` or
-            `recurrent_dropout` is used.
+        inputs: one step, `(batch, features)`.
+        states: the previous state `(batch, units)`, bare or in a one-element list.
+        training: whether dropout applies.
 
     Example:
 
@@ -81,15 +63,9 @@ class GRUCell(keras.layers.GRUCell):
                  kernel_constraint=None, recurrent_constraint=None, bias_constraint=None,
                  dropout=0.0, recurrent_dropout=0.0, reset_after=True, seed=None, **kwargs):
         _fused.require_torch_backend("gru_cuda.keras.GRUCell")
-        super().__init__(
-            units, activation=activation, recurrent_activation=recurrent_activation,
-            use_bias=use_bias, kernel_initializer=kernel_initializer,
-            recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
-            kernel_regularizer=kernel_regularizer, recurrent_regularizer=recurrent_regularizer,
-            bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
-            recurrent_constraint=recurrent_constraint, bias_constraint=bias_constraint,
-            dropout=dropout, recurrent_dropout=recurrent_dropout, reset_after=reset_after,
-            seed=seed, **kwargs)
+        # every named argument goes to Keras unchanged (the signature is Keras', spelled out
+        # for help() and introspection)
+        super().__init__(**_fused.named_args(locals()), **kwargs)
 
     def call(self, inputs, states, training=False):
         nested = isinstance(states, (list, tuple))

@@ -37,81 +37,34 @@ class GRU(keras.layers.GRU):
     (32, 4)
 
     Args:
-        units: Positive integer, dimensionality of the output space.
-        activation: Activation function to use.
-            Default: hyperbolic tangent (`tanh`).
-            If you pass `None`, no activation is applied
-            (ie. "linear" activation: `a(x) = x`). The activations gru_cuda fuses
-            (tanh, sigmoid, hard_sigmoid, relu, linear, softsign, elu, selu, softplus,
-            silu/swish, gelu, exponential) run in the kernels; any other Keras activation
-            runs through a per-step PyTorch loop.
-        recurrent_activation: Activation function to use
-            for the recurrent step.
-            Default: sigmoid (`sigmoid`).
-            If you pass `None`, no activation is applied
-            (ie. "linear" activation: `a(x) = x`).
-        use_bias: Boolean, (default `True`), whether the layer
-            should use a bias vector.
-        kernel_initializer: Initializer for the `kernel` weights matrix,
-            used for the linear transformation of the inputs. Default:
-            `"glorot_uniform"`.
-        recurrent_initializer: Initializer for the `recurrent_kernel`
-            weights matrix, used for the linear transformation of the recurrent
-            state. Default: `"orthogonal"`.
-        bias_initializer: Initializer for the bias vector. Default: `"zeros"`.
-        kernel_regularizer: Regularizer function applied to the `kernel` weights
-            matrix. Default: `None`.
-        recurrent_regularizer: Regularizer function applied to the
-            `recurrent_kernel` weights matrix. Default: `None`.
-        bias_regularizer: Regularizer function applied to the bias vector.
-            Default: `None`.
-        activity_regularizer: Regularizer function applied to the output of the
-            layer (its "activation"). Default: `None`.
-        kernel_constraint: Constraint function applied to the `kernel` weights
-            matrix. Default: `None`.
-        recurrent_constraint: Constraint function applied to the
-            `recurrent_kernel` weights matrix. Default: `None`.
-        bias_constraint: Constraint function applied to the bias vector.
-            Default: `None`.
-        dropout: Float between 0 and 1. Fraction of the units to drop for the
-            linear transformation of the inputs. Default: 0.
-        recurrent_dropout: Float between 0 and 1. Fraction of the units to drop
-            for the linear transformation of the recurrent state. Default: 0.
-        seed: Random seed for dropout.
-        return_sequences: Boolean. Whether to return the last output
-            in the output sequence, or the full sequence. Default: `False`.
-        return_state: Boolean. Whether to return the last state in addition
-            to the output. Default: `False`.
-        go_backwards: Boolean (default `False`).
-            If `True`, process the input sequence backwards and return the
-            reversed sequence.
-        stateful: Boolean (default: `False`). If `True`, the last state
-            for each sample at index i in a batch will be used as initial
-            state for the sample of index i in the following batch.
-        unroll: Boolean (default: `False`). Accepted for compatibility; the fused
-            kernels never unroll, and the results are the same.
-        reset_after: GRU convention (whether to apply reset gate after or
-            before matrix multiplication). `False` is `"before"`,
-            `True` is `"after"` (default and cuDNN compatible).
-        use_cudnn: Accepted and checked as by `keras.layers.GRU` (`"auto"`, True or False);
-            the fused kernels replace cuDNN in every case, so the attribute reads False
-            (which also keeps `Bidirectional` from routing both directions to cuDNN).
+        units, activation, recurrent_activation, use_bias, kernel_initializer,
+        recurrent_initializer, bias_initializer, kernel_regularizer, recurrent_regularizer,
+        bias_regularizer, kernel_constraint, recurrent_constraint, bias_constraint, dropout,
+        recurrent_dropout, seed, reset_after: the cell's arguments, as in
+            `gru_cuda.keras.GRUCell` (and Keras' own GRU; same defaults).
+        activity_regularizer: penalty on the layer's output, added to the model's losses;
+            default None.
+        return_sequences: return every step's output `(batch, timesteps, units)` instead of
+            the last one; default False.
+        return_state: also return the final state; default False.
+        go_backwards: read the sequence from its end; the output sequence is in that
+            (reversed) order, as in Keras; default False.
+        stateful: keep each batch row's final state as the next call's initial state
+            (needs a fixed batch size); default False.
+        unroll: accepted for compatibility; the fused kernels never unroll, the results are
+            the same.
+        use_cudnn: "auto", True or False, checked as in Keras; the fused kernels run instead
+            of cuDNN whatever the value, so the attribute reads False (which also keeps
+            `Bidirectional` from sending both directions to cuDNN).
 
     Call arguments:
-        inputs: A 3D tensor, with shape `(batch, timesteps, feature)`.
-        mask: Binary tensor of shape `(samples, timesteps)` indicating whether
-            a given timestep should be masked  (optional).
-            An individual `True` entry indicates that the corresponding timestep
-            should be utilized, while a `False` entry indicates that the
-            corresponding timestep should be ignored. Defaults to `None`.
-            Masks with holes (not only right padding) are computed exactly.
-        training: Python boolean indicating whether the layer should behave in
-            training mode or in inference mode. This is only relevant if
-            `dropout` or `recurrent_dropout` is used  (optional).
-            Defaults to `None`.
-        initial_state: List of initial state tensors to be passed to the first
-            call of the cell (optional, `None` causes creation
-            of zero-filled initial state tensors). Defaults to `None`.
+        inputs: `(batch, timesteps, features)`.
+        mask: optional bool `(batch, timesteps)`, True where a step counts; a masked step
+            keeps the state and repeats the previous output (zeros with
+            `zero_output_for_mask=True`). Holes anywhere are handled exactly.
+        training: whether dropout and recurrent dropout apply.
+        initial_state: optional list with the initial state `(batch, units)`; zeros
+            otherwise (or the carried state when `stateful`).
     """
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid",
@@ -123,18 +76,9 @@ class GRU(keras.layers.GRU):
                  return_sequences=False, return_state=False, go_backwards=False,
                  stateful=False, unroll=False, reset_after=True, use_cudnn="auto", **kwargs):
         _fused.require_torch_backend("gru_cuda.keras.GRU")
-        super().__init__(
-            units, activation=activation, recurrent_activation=recurrent_activation,
-            use_bias=use_bias, kernel_initializer=kernel_initializer,
-            recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
-            kernel_regularizer=kernel_regularizer, recurrent_regularizer=recurrent_regularizer,
-            bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
-            kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
-            bias_constraint=bias_constraint, dropout=dropout,
-            recurrent_dropout=recurrent_dropout, seed=seed,
-            return_sequences=return_sequences, return_state=return_state,
-            go_backwards=go_backwards, stateful=stateful, unroll=unroll,
-            reset_after=reset_after, use_cudnn=use_cudnn, **kwargs)
+        # every named argument goes to Keras unchanged (the signature is Keras', spelled out
+        # for help() and introspection)
+        super().__init__(**_fused.named_args(locals()), **kwargs)
         self.use_cudnn = False
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
@@ -153,31 +97,17 @@ class RNN(keras.layers.RNN):
     cell (including stacked cells) runs through Keras's own per-step loop.
 
     Args:
-        cell: An RNN cell instance or a list of RNN cell instances, as for
-            `keras.layers.RNN`.
-        return_sequences: Boolean (default `False`). Whether to return the last
-            output in the output sequence, or the full sequence.
-        return_state: Boolean (default `False`).
-            Whether to return the last state in addition to the output.
-        go_backwards: Boolean (default `False`).
-            If `True`, process the input sequence backwards and return the
-            reversed sequence.
-        stateful: Boolean (default `False`). If True, the last state
-            for each sample at index `i` in a batch will be used as initial
-            state for the sample of index `i` in the following batch.
-        unroll: Boolean (default `False`). Over a GRU cell, accepted and ignored (the fused
-            kernels never unroll); other cells unroll as in Keras.
-        zero_output_for_mask: Boolean (default `False`).
-            Whether the output should use zeros for the masked timesteps.
+        cell: the cell (or a list of cells, stacked), as for `keras.layers.RNN`.
+        return_sequences, return_state, go_backwards, stateful: as in `gru_cuda.keras.GRU`.
+        unroll: over a GRU cell accepted and ignored (the fused kernels never unroll); other
+            cells unroll as in Keras.
+        zero_output_for_mask: zeros, not the previous output, at masked steps; default False.
 
     Call arguments:
-        sequences: A 3-D tensor with shape `(batch_size, timesteps, features)`.
-        initial_state: List of initial state tensors to be passed to the first
-            call of the cell.
-        mask: Binary tensor of shape `[batch_size, timesteps]`
-            indicating whether a given timestep should be masked.
-        training: Python boolean indicating whether the layer should behave in
-            training mode or in inference mode.
+        sequences: `(batch, timesteps, features)`.
+        initial_state: optional list of the cell's initial states.
+        mask: optional bool `(batch, timesteps)`, True where a step counts.
+        training: whether the cell's dropout applies.
 
     Example:
 
