@@ -17,8 +17,8 @@ plot, barrier (the `barrier` subcommand), cli (`main`).
 """
 from .candidates import (ALIASES, CANDIDATES, DEFAULT_CANDIDATES, QUICK_CANDIDATES,
                          BrokenCandidate, Candidate, CaseData, GruCudaCandidate, KerasCandidate,
-                         Model, StepLoopCandidate, TorchGRUCandidate, path_label,
-                         register_candidate, resolve_candidates)
+                         KerasGruCudaCandidate, Model, StepLoopCandidate, TorchGRUCandidate,
+                         path_label, register_candidate, resolve_candidates)
 from .cases import DTYPES, MODES, PRESETS, Block, Case, Shape, expand_cases, flops, preset_blocks
 from .check import (TOLERANCE, Reference, case_data, check_candidate, check_length,
                     compute_reference, make_master, rel_err)
@@ -35,7 +35,8 @@ __all__ = ["Shape", "Block", "Candidate", "Model", "CANDIDATES", "PRESETS", "reg
            "Case", "CaseData", "Config", "TimingSettings", "MODES", "DTYPES", "TOLERANCE",
            "DEFAULT_OUT", "ALIASES", "DEFAULT_CANDIDATES", "QUICK_CANDIDATES",
            "GruCudaCandidate", "TorchGRUCandidate", "StepLoopCandidate", "KerasCandidate",
-           "BrokenCandidate", "resolve_candidates", "path_label", "expand_cases",
+           "KerasGruCudaCandidate", "BrokenCandidate", "resolve_candidates", "path_label",
+           "expand_cases",
            "preset_blocks", "Reference", "make_master", "case_data", "compute_reference",
            "check_length", "rel_err", "check_candidate", "build_parser", "config_from_args",
            "default_device", "Timer", "make_runner", "run_case", "summarize", "persistent_goals",
