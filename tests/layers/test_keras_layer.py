@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_close_rel
+from compare import assert_close_rel
 
 keras = pytest.importorskip("keras")
 if keras.backend.backend() != "torch":  # pragma: no cover - another backend was configured
@@ -20,7 +20,7 @@ if keras.backend.backend() != "torch":  # pragma: no cover - another backend was
 
 import gru_cuda.keras as gk  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RTOL = 1e-5
 
 
