@@ -27,8 +27,11 @@ def activation_arg(fn):
     """The gru_cuda form of a Keras activation: its name when the kernels fuse it, else the
     Keras function itself (run per step on the reference path, with Keras's own numerics)."""
     name = keras.activations.serialize(fn)
-    if (isinstance(name, str) and keras.activations.get(name) is fn
-            and gc_activations.canonical_name(name) in gc_activations.FUSED_IDS):
+    if not isinstance(name, str):  # a custom, registered activation
+        return fn
+    # names gru_cuda does not know (softmax, ...) keep Keras' function, as other unfused ones
+    canonical = gc_activations.ALIASES.get(name, name)
+    if canonical in gc_activations.FUSED_IDS and keras.activations.get(name) is fn:
         return name
     return fn
 

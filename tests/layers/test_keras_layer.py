@@ -152,6 +152,26 @@ def test_gru_matches_keras(reset_after, acts, mask, go_backwards):
         assert_close_rel(a, e, RTOL, "gradient")
 
 
+def _scaled_tanh(x):
+    return 0.5 * keras.ops.tanh(x) + 0.25
+
+
+@pytest.mark.parametrize("acts", [("softmax", "sigmoid"), (_scaled_tanh, "hard_silu")],
+                         ids=["softmax", "python_function"])
+def test_activations_without_a_kernel_match_keras(acts):
+    """Keras activations gru_cuda has no kernel (or no name) for run as Keras' functions."""
+    B, T, F, H = 3, 4, 3, 5
+    g = torch.Generator().manual_seed(3)
+    theirs, ours = pair("GRU", H, activation=acts[0], recurrent_activation=acts[1],
+                        return_sequences=True)
+    sync(theirs, ours, (B, T, F))
+    x, m = torch.randn(B, T, F, generator=g), holes_mask(B, T, g)
+    want, got = as_list(theirs(x, mask=m)), as_list(ours(x, mask=m))
+    assert_same(got, want, str(acts))
+    for a, e in zip(grads_of(ours, got), grads_of(theirs, want)):
+        assert_close_rel(a, e, RTOL, "gradient")
+
+
 @pytest.mark.parametrize("kw", [dict(use_bias=False), dict(zero_output_for_mask=True),
                                 dict(return_sequences=False, return_state=True),
                                 dict(return_sequences=False)],
