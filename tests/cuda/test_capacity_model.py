@@ -15,7 +15,7 @@ import torch
 from gru_cuda import dispatch
 from gru_cuda._library import _C
 
-from conftest import requires_cuda
+from markers import requires_cuda
 
 pytestmark = pytest.mark.skipif(not hasattr(_C, "persistent_plan"),
                                 reason="this build does not expose the capacity model")

@@ -26,10 +26,10 @@ from gru_cuda.activations import FUSED_IDS, FUSED_NAMES
 from gru_cuda.functional import gru
 
 from compare import assert_close_rel
-from conftest import requires_cuda
-from cuda_problems import (CUDA_PATHS, PERSISTENT_PATHS, TOL, _run, assert_ran,  # noqa: F401
+from markers import requires_cuda
+from cuda_problems import (CUDA_PATHS, PERSISTENT_PATHS, TOL, _run, assert_ran,
                            check_against_reference, clear_last_path, forced_plan, make_problem,
-                           path, path_dtypes, poison_allocator, prepare_args, reference_run)
+                           path_dtypes, poison_allocator, prepare_args, reference_run)
 
 pytestmark = [requires_cuda]
 

@@ -18,7 +18,7 @@ import torch
 
 from gru_cuda.functional import gru
 
-from conftest import requires_cuda
+from markers import requires_cuda
 
 STEPS = 2000
 WARMUP = 200

@@ -35,7 +35,7 @@ from gru_cuda import reference
 from gru_cuda.functional import gru
 
 from compare import assert_close_rel
-from conftest import requires_cuda
+from markers import requires_cuda
 from problems import as_dict, make_problem
 
 DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]  # the cuda marker skips without a GPU
