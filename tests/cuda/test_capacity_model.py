@@ -1,5 +1,6 @@
-"""The capacity model's cluster-occupancy and wave logic (csrc/kernels/persistent/persistent_capacity.h),
-CPU only, through gru_cuda._C.persistent_plan on what-if device descriptions.
+"""The capacity model's cluster-occupancy and wave logic
+(csrc/kernels/persistent/persistent_capacity.h), CPU only, through gru_cuda._C.persistent_plan
+on what-if device descriptions.
 
 A what-if dict has no GPU behind it, so the model uses its documented estimate of the clusters
 held at once (estimate_active_clusters): one CTA per SM, a cluster inside one GPC,
