@@ -70,9 +70,10 @@ def require_ninja() -> None:
         return
     if os.environ.get("GRU_CUDA_ALLOW_SERIAL_BUILD", "").strip() == "1":
         bar = "!" * 78
-        print(f"\n{bar}\nWARNING: ninja was not found and GRU_CUDA_ALLOW_SERIAL_BUILD=1: gru_cuda is "
-              "built with torch's serial\ndistutils backend, one file at a time (about an hour for "
-              f"the CUDA build).\n`pip install ninja` makes the build parallel.\n{bar}",
+        print(f"\n{bar}\nWARNING: ninja was not found and GRU_CUDA_ALLOW_SERIAL_BUILD=1: "
+              "gru_cuda is built with torch's serial\ndistutils backend, one file at a time "
+              "(about an hour for the CUDA build).\n`pip install ninja` makes the build "
+              f"parallel.\n{bar}",
               file=sys.stderr, flush=True)
         return
     raise SystemExit(
@@ -93,7 +94,8 @@ class BuildExt(BuildExtension):
 
 
 def rel(pattern):
-    return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern), recursive=True))
+    matches = glob.glob(os.path.join(HERE, pattern), recursive=True)
+    return sorted(os.path.relpath(p, HERE) for p in matches)
 
 
 def extension():

@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Measures the cost constants of gru_cuda's capacity model on the current GPU.
 
-The capacity model (csrc/kernels/persistent/persistent_capacity.h) chooses between the stepwise and the
-persistent paths from a handful of constants that were written down before any GPU run:
-barrier latencies, the cost of one launch of the stepwise loop, the rate of its thin per-step
-GEMMs, and the fraction of the SM's fp32 FMA peak the persistent product reaches. This script
-measures each on the device and writes them, beside the model's current values, to a JSON file
-(benchmarks/gpu_check.sh runs it and commits the file with the other results):
+The capacity model (csrc/kernels/persistent/persistent_capacity.h) chooses between the
+stepwise and the persistent paths from a handful of constants that were written down before any
+GPU run: barrier latencies, the cost of one launch of the stepwise loop, the rate of its thin
+per-step GEMMs, and the fraction of the SM's fp32 FMA peak the persistent product reaches. This
+script measures each on the device and writes them, beside the model's current values, to a JSON
+file (benchmarks/gpu_check.sh runs it and commits the file with the other results):
 
     python benchmarks/calibrate_capacity.py --out capacity_constants.json [--quick]
 
@@ -41,7 +41,8 @@ from gru_cuda import dispatch
 from gru_cuda._library import _C
 from gru_cuda.functional import gru
 
-# The model's values (csrc/kernels/persistent/persistent_capacity.h), recorded beside the measurements.
+# The model's values (csrc/kernels/persistent/persistent_capacity.h), recorded beside the
+# measurements.
 MODEL = {
     "clock_ghz": 1.5,
     "simt_efficiency": 0.5,
@@ -99,7 +100,8 @@ def _problem(B, T, H, dtype, reset_after, device):
     x = torch.randn(B, T, H, generator=g)
     k = torch.randn(H, 3 * H, generator=g) / H ** 0.5
     u = torch.randn(H, 3 * H, generator=g) / H ** 0.5
-    b = torch.randn(2, 3 * H, generator=g) * 0.1 if reset_after else torch.randn(3 * H, generator=g) * 0.1
+    b_shape = (2, 3 * H) if reset_after else (3 * H,)
+    b = torch.randn(b_shape, generator=g) * 0.1
     return [t.to(device=device, dtype=dtype) for t in (x, k, u, b)]
 
 

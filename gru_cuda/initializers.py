@@ -150,7 +150,8 @@ class Constant(Initializer):
         try:
             self.value = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"Constant initializer: value must be a scalar, got {value!r}") from None
+            raise ValueError(
+                f"Constant initializer: value must be a scalar, got {value!r}") from None
 
     def __call__(self, shape, dtype=None, device=None):
         return torch.full(tuple(shape), self.value, dtype=dtype or torch.get_default_dtype(),

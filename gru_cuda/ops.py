@@ -30,10 +30,12 @@ def _check_like_x(x, named):
             raise ValueError(f"gru: {name} is on device {t.device} but x is on device {x.device}; "
                              "all tensors must be on one device")
         if same_dtype and t.dtype != x.dtype:
-            raise TypeError(f"gru: {name} must have dtype {x.dtype} (the dtype of x), got {t.dtype}")
+            raise TypeError(
+                f"gru: {name} must have dtype {x.dtype} (the dtype of x), got {t.dtype}")
         if shape is not None:
-            torch._check(t.dim() == len(shape) and all(a == b for a, b in zip(t.shape, shape)),
-                         lambda: f"gru: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+            torch._check(
+                t.dim() == len(shape) and all(a == b for a, b in zip(t.shape, shape)),
+                lambda: f"gru: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
 
 
 def _check_forward_fake(x, kernel, recurrent_kernel, bias, h0, mask, idm, rdm, reset_after,

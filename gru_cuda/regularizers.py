@@ -118,12 +118,14 @@ class OrthogonalRegularizer(Regularizer):
     def __init__(self, factor: float = 0.01, mode: str = "rows"):
         self.factor = _factor(factor, "factor")
         if mode not in ("rows", "columns"):
-            raise ValueError(f"OrthogonalRegularizer: mode must be 'rows' or 'columns', got {mode!r}")
+            raise ValueError(
+                f"OrthogonalRegularizer: mode must be 'rows' or 'columns', got {mode!r}")
         self.mode = mode
 
     def __call__(self, x):
         if x.dim() != 2:
-            raise ValueError(f"OrthogonalRegularizer needs a 2-D weight, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"OrthogonalRegularizer needs a 2-D weight, got shape {tuple(x.shape)}")
         if self.mode == "columns":
             x = x.T
         x = x / x.norm(dim=1, keepdim=True).clamp_min(_EPSILON)

@@ -104,8 +104,10 @@ def _problem(options: str, reset_after: bool, generator: torch.Generator,
     if options == "backwards+zero_out":
         kw.update(go_backwards=True, zero_output_for_mask=True)
     if options == "dropout":
-        kw["input_dropout_mask"] = (torch.rand(3, B, F, generator=generator) > 0.25).double() / 0.75
-        kw["recurrent_dropout_mask"] = (torch.rand(3, B, H, generator=generator) > 0.3).double() / 0.7
+        kw["input_dropout_mask"] = (
+            (torch.rand(3, B, F, generator=generator) > 0.25).double() / 0.75)
+        kw["recurrent_dropout_mask"] = (
+            (torch.rand(3, B, H, generator=generator) > 0.3).double() / 0.7)
     if options == "gelu/hard_sigmoid":
         kw.update(activation="gelu", recurrent_activation="hard_sigmoid",
                   input_dropout_mask=(torch.rand(B, F, generator=generator) > 0.25).double() / 0.75)
@@ -307,7 +309,8 @@ def _fmt(v: Optional[float]) -> str:
 
 
 def print_table(rows: Sequence[Row], out=sys.stdout) -> None:
-    head = f"{'path':19s}{'dtype':9s}{'convention':13s}{'options':24s}{'fwd err':>9s}{'grad err':>10s}  status"
+    head = (f"{'path':19s}{'dtype':9s}{'convention':13s}{'options':24s}"
+            f"{'fwd err':>9s}{'grad err':>10s}  status")
     print(head, file=out)
     print("-" * len(head), file=out)
     for r in rows:

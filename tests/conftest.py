@@ -1,7 +1,7 @@
 """pytest setup of the whole suite: the `cuda` marker skips GPU tests where there is no GPU,
 and every test draws fresh random inputs from a seed it reports when it fails. The shared
-helpers are modules beside this file: problems.py (random GRU problems) and compare.py
-(comparison with the float64 reference)."""
+helpers are modules beside this file: problems.py (random GRU problems), compare.py
+(comparison with the float64 reference) and markers.py (the `cuda` marker, requires_cuda)."""
 import os
 
 import pytest
@@ -17,10 +17,8 @@ def cuda_ready() -> bool:
 
 CUDA_SKIP_REASON = "needs a CUDA GPU and a CUDA build of gru_cuda"
 
-# The one marker of GPU-only tests: it marks them (`pytest -m cuda` selects exactly these) and,
-# through pytest_collection_modifyitems below, skips them where cuda_ready() is False. Tests may
-# also be marked with pytest.mark.cuda directly (e.g. in pytest.param(..., marks=...)).
-requires_cuda = pytest.mark.cuda
+# GPU-only tests carry the `cuda` marker (markers.requires_cuda, or pytest.mark.cuda directly);
+# pytest_collection_modifyitems below skips them where cuda_ready() is False.
 
 
 def pytest_collection_modifyitems(config, items):

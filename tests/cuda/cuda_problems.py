@@ -57,19 +57,6 @@ def path_dtypes(paths=CUDA_PATHS, dtypes=tuple(TOL)):
             for p in paths for d in dtypes if d != torch.float64 or p == "stepwise"]
 
 
-@pytest.fixture(params=CUDA_PATHS)
-def path(request):
-    """A CUDA kernel path, forced (dispatch.force_path) for the whole test; skipped with the
-    reason where this device does not have it. Parametrize with indirect=["path"] to choose."""
-    name = request.param
-    here = dispatch.kernel_paths("cuda")
-    if name not in here:
-        pytest.skip(f"kernel path {name!r} does not run on this device "
-                    f"(dispatch.kernel_paths('cuda') = {here})")
-    with dispatch.force_path(name):
-        yield name
-
-
 def poison_allocator():
     """Leaves the caching allocator's free blocks filled with 0xFF bytes (NaN in every float
     dtype), so that an element a kernel forgets to write shows up as NaN."""

@@ -1,5 +1,6 @@
-"""The capacity model's cluster-occupancy and wave logic (csrc/kernels/persistent/persistent_capacity.h),
-CPU only, through gru_cuda._C.persistent_plan on what-if device descriptions.
+"""The capacity model's cluster-occupancy and wave logic
+(csrc/kernels/persistent/persistent_capacity.h), CPU only, through gru_cuda._C.persistent_plan
+on what-if device descriptions.
 
 A what-if dict has no GPU behind it, so the model uses its documented estimate of the clusters
 held at once (estimate_active_clusters): one CTA per SM, a cluster inside one GPC,
@@ -15,7 +16,7 @@ import torch
 from gru_cuda import dispatch
 from gru_cuda._library import _C
 
-from conftest import requires_cuda
+from markers import requires_cuda
 
 pytestmark = pytest.mark.skipif(not hasattr(_C, "persistent_plan"),
                                 reason="this build does not expose the capacity model")

@@ -29,9 +29,9 @@ from gru_cuda.activations import FUSED_IDS
 from gru_cuda.functional import gru
 
 from compare import assert_close_rel
-from conftest import requires_cuda
-from cuda_problems import (ARG_NAMES, CUDA_PATHS, TOL, assert_ran, clear_last_path, make_problem,  # noqa: F401
-                           path, prepare_args, reference_run)
+from markers import requires_cuda
+from cuda_problems import (ARG_NAMES, CUDA_PATHS, TOL, assert_ran, clear_last_path, make_problem,
+                           prepare_args, reference_run)
 
 pytestmark = [requires_cuda]
 

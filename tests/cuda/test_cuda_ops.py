@@ -26,10 +26,10 @@ from gru_cuda.activations import FUSED_IDS, FUSED_NAMES
 from gru_cuda.functional import gru
 
 from compare import assert_close_rel
-from conftest import requires_cuda
-from cuda_problems import (CUDA_PATHS, PERSISTENT_PATHS, TOL, _run, assert_ran,  # noqa: F401
+from markers import requires_cuda
+from cuda_problems import (CUDA_PATHS, PERSISTENT_PATHS, TOL, _run, assert_ran,
                            check_against_reference, clear_last_path, forced_plan, make_problem,
-                           path, path_dtypes, poison_allocator, prepare_args, reference_run)
+                           path_dtypes, poison_allocator, prepare_args, reference_run)
 
 pytestmark = [requires_cuda]
 
@@ -58,7 +58,8 @@ SCENARIOS = {
     "no_initial_state": dict(problem=dict(h0=False)),
     "mask": dict(problem=dict(mask="random")),
     "mask_zero_output": dict(problem=dict(mask="random"), options=dict(zero_output_for_mask=True)),
-    "right_padded_backwards": dict(problem=dict(mask="right_padded"), options=dict(go_backwards=True)),
+    "right_padded_backwards": dict(problem=dict(mask="right_padded"),
+                                   options=dict(go_backwards=True)),
     "left_padded_zero_output": dict(problem=dict(mask="left_padded"),
                                     options=dict(zero_output_for_mask=True)),
     "input_dropout_shared": dict(problem=dict(idm="shared")),
@@ -66,8 +67,9 @@ SCENARIOS = {
     "recurrent_dropout": dict(problem=dict(rdm=True)),
     "everything": dict(problem=dict(mask="random", idm="per_gate", rdm=True, time_major=True),
                        options=dict(go_backwards=True)),
-    "everything_zero_output_no_bias": dict(problem=dict(mask="random", idm="shared", rdm=True, bias=False),
-                                           options=dict(go_backwards=True, zero_output_for_mask=True)),
+    "everything_zero_output_no_bias": dict(
+        problem=dict(mask="random", idm="shared", rdm=True, bias=False),
+        options=dict(go_backwards=True, zero_output_for_mask=True)),
 }
 
 
@@ -301,7 +303,8 @@ def test_saved_tensors_match_cpu_op(path, dtype, reset_after, go_backwards):
     gS = torch.randn_like(cpu_outs[1])
     common = (ckw["mask"], ckw["input_dropout_mask"], ckw["recurrent_dropout_mask"], True,
               reset_after, FUSED_IDS["tanh"], FUSED_IDS["sigmoid"], go_backwards, False)
-    cpu_grads = torch.ops.gru_cuda.gru_backward(gY, gS, x, k, u, h0, cpu_outs[2], cpu_outs[3], *common)
+    cpu_grads = torch.ops.gru_cuda.gru_backward(gY, gS, x, k, u, h0, cpu_outs[2], cpu_outs[3],
+                                                *common)
     to = lambda t: None if t is None else t.cuda()  # noqa: E731
     cuda_grads = torch.ops.gru_cuda.gru_backward(
         gY.cuda(), gS.cuda(), x.cuda(), k.cuda(), u.cuda(), h0.cuda(), cuda_outs[2], cuda_outs[3],
@@ -388,5 +391,6 @@ def test_int64_indexing(path):
                                                h0[rows].contiguous(), None, None, None, True,
                                                *ids, False, False, False)
     assert not torch.isnan(big[0][-1]).any()
-    torch.testing.assert_close(big[0][-4:, rows].float(), small[0][-4:].float(), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(big[0][-4:, rows].float(), small[0][-4:].float(),
+                               rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(big[1][rows].float(), small[1].float(), rtol=2e-2, atol=2e-2)

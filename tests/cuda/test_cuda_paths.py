@@ -26,7 +26,7 @@ from gru_cuda._library import _C
 from gru_cuda.functional import gru
 
 from compare import assert_close_rel
-from conftest import requires_cuda
+from markers import requires_cuda
 from cuda_problems import (CUDA_PATHS, PERSISTENT_PATHS, TOL, clear_last_path, make_problem,
                            poison_allocator, prepare_args, reference_run)
 

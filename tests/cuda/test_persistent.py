@@ -22,7 +22,7 @@ from gru_cuda._library import _C
 from gru_cuda.functional import gru
 
 from compare import assert_close_rel
-from conftest import requires_cuda
+from markers import requires_cuda
 from cuda_problems import TOL, check_against_reference, make_problem, prepare_args
 
 CUDA = torch.cuda.is_available() and gru_cuda.build_info()["cuda"]

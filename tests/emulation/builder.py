@@ -116,7 +116,8 @@ def write_stepwise_kernels(src_dir, restrict_activations=False, texts=None):
         step = step.replace("dispatch_activation_pair(", "::sd_dispatch::pair(")
         step = step.replace("dispatch_activation(", "::sd_dispatch::one(")
     return (write_if_changed(src_dir / "kernels/step/gru_step_kernels.cuh", step),
-            write_if_changed(src_dir / "kernels/emu_utility_kernels.cpp", rewrite_launches(util, kinds)))
+            write_if_changed(src_dir / "kernels/emu_utility_kernels.cpp",
+                             rewrite_launches(util, kinds)))
 
 
 # ---- tests/emulation/test_cuda_host_emulation.py: the stepwise binding as a torch extension ----
@@ -144,7 +145,8 @@ def stepwise_extension():
 
     binding = (CSRC / "cuda/gru_cuda_impl.cpp").read_text()
     for old, new in (("x.is_cuda()", "x.is_cpu()"),
-                     ("TORCH_LIBRARY_IMPL(gru_cuda, CUDA, m)", "TORCH_LIBRARY_IMPL(gru_emu, CPU, m)"),
+                     ("TORCH_LIBRARY_IMPL(gru_cuda, CUDA, m)",
+                      "TORCH_LIBRARY_IMPL(gru_emu, CPU, m)"),
                      ("at::empty(", "emu::empty("), ("at::empty_like(", "emu::empty_like(")):
         if old not in binding:
             raise RuntimeError(f"gru_cuda_impl.cpp: {old!r} not found")
@@ -152,12 +154,14 @@ def stepwise_extension():
     include = '#include "cuda/gru_persistent_dispatch.h"'
     if include not in binding:
         raise RuntimeError(f"gru_cuda_impl.cpp: {include!r} not found")
-    binding = binding.replace(include,
-                              "namespace gru_cuda::persistent {\n"
-                              "template <typename... A> bool try_forward(A&&...) { return false; }\n"
-                              "template <typename... A> bool try_backward(A&&...) { return false; }\n"
-                              "}  // namespace gru_cuda::persistent")
-    schemas = re.search(r"TORCH_LIBRARY\(gru_cuda, m\) \{(.*?)\n\}", (CSRC / "gru_ops.cpp").read_text(), re.S)
+    binding = binding.replace(
+        include,
+        "namespace gru_cuda::persistent {\n"
+        "template <typename... A> bool try_forward(A&&...) { return false; }\n"
+        "template <typename... A> bool try_backward(A&&...) { return false; }\n"
+        "}  // namespace gru_cuda::persistent")
+    schemas = re.search(r"TORCH_LIBRARY\(gru_cuda, m\) \{(.*?)\n\}",
+                        (CSRC / "gru_ops.cpp").read_text(), re.S)
     binding = ('#include "stepwise_poison.h"\n' + binding
                + "\nTORCH_LIBRARY(gru_emu, m) {" + schemas.group(1) + "\n}\n")
     impl = write_if_changed(src / "cuda/emu_impl.cpp", binding)
@@ -205,7 +209,8 @@ def pkemu_module():
 SANITIZERS = {
     # ThreadSanitizer: every stepwise kernel runs as threads too (GRU_EMU_ALL_THREADS).
     "tsan": ["-fsanitize=thread", "-DGRU_EMU_ALL_THREADS"],
-    "asan": ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"],
+    "asan": ["-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+             "-fno-omit-frame-pointer"],
 }
 RUN_ENV = {
     "tsan": {"TSAN_OPTIONS": "halt_on_error=1 exitcode=66 report_signal_unsafe=0"},
@@ -225,14 +230,17 @@ PLANTS = {
     # The barrier between the cluster forward's recurrent product (written to shared memory by
     # one lane per value) and the pointwise part that reads it from other warps.
     "missing_barrier": ("persistent", "kernels/persistent/cluster.cuh",
-                        "    gemm(cur, sm.op_stride, q != nullptr, w, J, kp, rows, 0, kRA ? 3 : 2, sm.gs);\n"
+                        "    gemm(cur, sm.op_stride, q != nullptr, w, J, kp, rows, 0, "
+                        "kRA ? 3 : 2, sm.gs);\n"
                         "    __syncthreads();\n",
-                        "    gemm(cur, sm.op_stride, q != nullptr, w, J, kp, rows, 0, kRA ? 3 : 2, sm.gs);\n",
+                        "    gemm(cur, sm.op_stride, q != nullptr, w, J, kp, rows, 0, "
+                        "kRA ? 3 : 2, sm.gs);\n",
                         "--persistent"),
     # The barrier between the column-sum kernel's per-lane partial sums in shared memory and the
     # first lane row that adds them up (the stepwise family's one kernel with a barrier).
     "missing_barrier_stepwise": ("stepwise", "kernels/step/gru_utility_kernels.cu",
-                                 "  lane_sums[threadIdx.y][threadIdx.x] = sum;\n  __syncthreads();\n",
+                                 "  lane_sums[threadIdx.y][threadIdx.x] = sum;\n"
+                                 "  __syncthreads();\n",
                                  "  lane_sums[threadIdx.y][threadIdx.x] = sum;\n", "--stepwise"),
     # The column bound of every stepwise elementwise kernel: one column past each row, i.e. one
     # element past the end of an exactly sized buffer on the last row.
@@ -251,9 +259,11 @@ def sanitizer_skip_reason(sanitizer):
         return f"no C++ compiler {cxx!r}"
     probe = build_dir("emulation_sanitize") / f"probe_{sanitizer}"
     probe.mkdir(parents=True, exist_ok=True)
-    (probe / "p.cpp").write_text("#include <thread>\nint main() { std::thread t([] {}); t.join(); }\n")
-    res = subprocess.run([cxx, "-std=c++20", "-pthread", *SANITIZERS[sanitizer], str(probe / "p.cpp"),
-                          "-o", str(probe / "p")], capture_output=True, text=True)
+    (probe / "p.cpp").write_text(
+        "#include <thread>\nint main() { std::thread t([] {}); t.join(); }\n")
+    res = subprocess.run([cxx, "-std=c++20", "-pthread", *SANITIZERS[sanitizer],
+                          str(probe / "p.cpp"), "-o", str(probe / "p")],
+                         capture_output=True, text=True)
     if res.returncode != 0:
         return f"{cxx} cannot build with {' '.join(SANITIZERS[sanitizer])}: {res.stderr[-500:]}"
     return None
@@ -279,7 +289,8 @@ def _deps_newer(obj, dep_file):
 
 
 def _compile(cxx, flags, src, obj):
-    """Compiles src into obj unless obj is newer than every dependency and the flags are the same."""
+    """Compiles src into obj unless obj is newer than every dependency and the flags are the
+    same."""
     cmd = [cxx, *flags, "-MMD", "-MF", str(obj.with_suffix(".d")), "-c", str(src), "-o", str(obj)]
     stamp = obj.with_suffix(".cmd")
     key = hashlib.sha256(" ".join(cmd).encode()).hexdigest()
@@ -302,7 +313,8 @@ def driver(sanitizer, plant=None, jobs=2):
     base = build_dir("emulation_sanitize") / sanitizer
     write_stepwise_kernels(base / "src", restrict_activations=True)
     includes = [f"-I{KIT}", f"-I{base / 'src'}", f"-I{CSRC}", "-isystem", str(inc)]
-    common = ["-std=c++20", "-g", "-O1", "-pthread", "-include", str(PRELUDE), *SANITIZERS[sanitizer]]
+    common = ["-std=c++20", "-g", "-O1", "-pthread", "-include", str(PRELUDE),
+              *SANITIZERS[sanitizer]]
     objs, jobs_list = {}, []
     out_dir = base
     for tu, src in DRIVER_TUS.items():

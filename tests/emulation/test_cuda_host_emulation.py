@@ -9,8 +9,9 @@ shows up). ATen's CPU GEMMs stand in for cuBLAS. What
 this checks: the binding's orchestration (buffers, views, strides, step order, go_backwards,
 masks, dropout), the kernels' index math and formulas, and the saved layouts against the CPU
 op. What it cannot check here: races and out-of-bounds accesses (test_sanitize.py runs the
-same kit under ThreadSanitizer and AddressSanitizer), memory-model and launch-configuration limits, cuBLAS, fp16
-intrinsics on the device, performance; tests/cuda/test_cuda_ops.py does that on a GPU.
+same kit under ThreadSanitizer and AddressSanitizer), memory-model and launch-configuration
+limits, cuBLAS, fp16 intrinsics on the device, performance; tests/cuda/test_cuda_ops.py does
+that on a GPU.
 
 Slow (it compiles every (dtype, activation pair) instantiation with the host compiler, about
 2-3 minutes on two cores); the build is cached in build/cuda_host_emulation (or
@@ -21,7 +22,6 @@ import shutil
 import pytest
 import torch
 
-import gru_cuda
 from gru_cuda import reference
 from gru_cuda.activations import FUSED_IDS, FUSED_NAMES
 from compare import assert_close_rel
@@ -50,7 +50,8 @@ def _problem(T, B, F, H, reset_after, *, bias, mask, idm, rdm, dtype, h0=True, s
          "h": h if h0 else torch.zeros(B, H, dtype=torch.float64),
          "m": kw.get("mask"), "im": kw.get("input_dropout_mask"),
          "rm": kw.get("recurrent_dropout_mask"),
-         "gY": torch.randn(T, B, H, dtype=torch.float64), "gS": torch.randn(B, H, dtype=torch.float64)}
+         "gY": torch.randn(T, B, H, dtype=torch.float64),
+         "gS": torch.randn(B, H, dtype=torch.float64)}
     return {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
             for k, v in d.items()}
 
@@ -70,7 +71,10 @@ def _run(op, d, reset_after, act, rec, go_backwards, zero_out, save=True):
 def _reference(d, reset_after, act, rec, go_backwards, zero_out):
     leaves = [d[n].double().clone().requires_grad_(True) for n in ("x", "k", "u", "h")]
     b = None if d["b"] is None else d["b"].double().clone().requires_grad_(True)
-    dbl = (lambda t: None if t is None else t.double())
+
+    def dbl(t):
+        return None if t is None else t.double()
+
     out, fin = reference.gru(leaves[0], leaves[1], leaves[2], b, leaves[3],
                              reset_after=reset_after, activation=act, recurrent_activation=rec,
                              go_backwards=go_backwards, time_major=True, mask=d["m"],
@@ -86,12 +90,13 @@ def _reference(d, reset_after, act, rec, go_backwards, zero_out):
 def _check(emu, T, B, F, H, reset_after, *, act="tanh", rec="sigmoid", go_backwards=False,
            zero_out=False, mask=False, idm=None, rdm=False, bias=True, dtype=torch.float64,
            h0=True):
-    tol = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 1e-2, torch.bfloat16: 3e-2}[dtype]
+    tol = {torch.float64: 1e-10, torch.float32: 2e-5,
+           torch.float16: 1e-2, torch.bfloat16: 3e-2}[dtype]
     # Gates outside [0, 1] (an unbounded recurrent activation) make the state grow every step:
     # small weights keep the sequence finite.
     scale = 0.5 if rec in ("sigmoid", "hard_sigmoid", "tanh", "softsign") else 0.1
-    d = _problem(T, B, F, H, reset_after, bias=bias, mask=mask, idm=idm, rdm=rdm, dtype=dtype, h0=h0,
-                 scale=scale)
+    d = _problem(T, B, F, H, reset_after, bias=bias, mask=mask, idm=idm, rdm=rdm, dtype=dtype,
+                 h0=h0, scale=scale)
     (out, fin, states, ws), grads = _run(emu, d, reset_after, act, rec, go_backwards, zero_out)
     r_out, r_fin, r_grads = _reference(d, reset_after, act, rec, go_backwards, zero_out)
     assert_close_rel(out, r_out, tol, "outputs")
@@ -101,7 +106,8 @@ def _check(emu, T, B, F, H, reset_after, *, act="tanh", rec="sigmoid", go_backwa
         assert_close_rel(a, e, tol * 3, f"grad {name}")
     if not bias:
         assert grads[3].shape == (0,)
-    (out2, fin2, st2, ws2), _ = _run(emu, d, reset_after, act, rec, go_backwards, zero_out, save=False)
+    (out2, fin2, st2, ws2), _ = _run(emu, d, reset_after, act, rec, go_backwards, zero_out,
+                                     save=False)
     assert torch.equal(out2, out) and torch.equal(fin2, fin) and st2.shape == (0,) == ws2.shape
     if dtype in (torch.float64, torch.float32):  # the saved layouts are the CPU op's
         (c_out, _, c_states, c_ws), _ = _run(torch.ops.gru_cuda, d, reset_after, act, rec,
@@ -110,7 +116,8 @@ def _check(emu, T, B, F, H, reset_after, *, act="tanh", rec="sigmoid", go_backwa
         assert_close_rel(ws, c_ws, tol, "workspace vs CPU op")
 
 
-CONVENTIONS = pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+CONVENTIONS = pytest.mark.parametrize("reset_after", [True, False],
+                                      ids=["reset_after", "reset_before"])
 
 
 @CONVENTIONS

@@ -1,4 +1,5 @@
-"""The persistent kernels (csrc/kernels/persistent/persistent_kernels.cuh) executed on the CPU, no GPU needed.
+"""The persistent kernels (csrc/kernels/persistent/persistent_kernels.cuh) executed on the CPU,
+no GPU needed.
 
 The emulation kit (tests/emulation/: cuda_emu.h, persistent_harness.h, pkemu_module.cpp,
 builder.py) compiles the kernels with the host compiler: every CUDA thread is a

@@ -199,9 +199,9 @@ def test_fsdp2_step_equals_single_process_step(ranks, kind):
     for step in range(STEPS):
         for name, want in single[step].items():
             for r in range(WORLD):
-                torch.testing.assert_close(ranks[r][("fsdp", kind)][step][name], want,
-                                           rtol=1e-10, atol=1e-12,
-                                           msg=lambda m: f"fsdp {kind} rank {r} step {step} {name}: {m}")
+                torch.testing.assert_close(
+                    ranks[r][("fsdp", kind)][step][name], want, rtol=1e-10, atol=1e-12,
+                    msg=lambda m: f"fsdp {kind} rank {r} step {step} {name}: {m}")
 
 
 def test_half_batch_gradients_differ_from_full_batch():

@@ -18,7 +18,7 @@ import torch
 from gru_cuda import GRU
 from gru_cuda.functional import gru
 
-from conftest import requires_cuda
+from markers import requires_cuda
 from problems import ARG_NAMES, problem_from_config
 
 DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]  # the cuda marker skips without a GPU

@@ -13,7 +13,7 @@ import torch
 from gru_cuda import reference
 from gru_cuda.functional import gru
 
-from conftest import requires_cuda
+from markers import requires_cuda
 from problems import as_dict, make_problem
 
 

@@ -18,7 +18,7 @@ import torch
 
 from gru_cuda.functional import gru
 
-from conftest import requires_cuda
+from markers import requires_cuda
 
 STEPS = 2000
 WARMUP = 200
@@ -44,8 +44,13 @@ class SoakModel(torch.nn.Module):
         def p(*shape, scale):
             return torch.nn.Parameter(torch.randn(*shape, generator=g) * scale)
 
-        self.k1, self.u1, self.b1 = p(F, 3 * H, scale=0.3), p(H, 3 * H, scale=0.2), p(2, 3 * H, scale=0.1)
-        self.k2, self.u2, self.b2 = p(H, 3 * H, scale=0.2), p(H, 3 * H, scale=0.2), p(3 * H, scale=0.1)
+        # Drawn from g in this order: layer 1's kernel, recurrent kernel, bias, then layer 2's.
+        self.k1 = p(F, 3 * H, scale=0.3)
+        self.u1 = p(H, 3 * H, scale=0.2)
+        self.b1 = p(2, 3 * H, scale=0.1)
+        self.k2 = p(H, 3 * H, scale=0.2)
+        self.u2 = p(H, 3 * H, scale=0.2)
+        self.b2 = p(3 * H, scale=0.1)
         self.head = torch.nn.Linear(H, 1)
 
     def forward(self, x, mask, masks1, masks2, go_backwards):
@@ -69,7 +74,10 @@ def _batch(step, device):
 
     masks1 = (keep(3, B, F, rate=0.1), keep(3, B, H, rate=0.1))
     masks2 = (keep(B, H, rate=0.1), None)
-    to = (lambda t: None if t is None else t.to(device))
+
+    def to(t):
+        return None if t is None else t.to(device)
+
     return (x.to(device), y.to(device), mask.to(device), tuple(map(to, masks1)),
             tuple(map(to, masks2)))
 

@@ -12,7 +12,7 @@ from gru_cuda import GRU
 from gru_cuda.functional import gru
 
 from compare import assert_close_rel
-from conftest import requires_cuda
+from markers import requires_cuda
 from problems import problem_from_config
 
 FWD_OP = torch.ops.gru_cuda.gru_forward.default

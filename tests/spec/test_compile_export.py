@@ -23,7 +23,7 @@ from torch._dynamo.backends.common import aot_autograd
 from gru_cuda import GRU
 from gru_cuda.functional import gru
 
-from conftest import requires_cuda
+from markers import requires_cuda
 from problems import ARG_NAMES, MASK_NAMES, problem_from_config
 
 FWD_OP = torch.ops.gru_cuda.gru_forward.default

@@ -40,8 +40,10 @@ def compare(problem, kw, *, dtype=torch.float64, rtol=1e-10, grad_rtol=1e-10):
         assert_close_rel(a, b, grad_rtol, f"grad {name}")
 
 
-@pytest.mark.parametrize("reset_after,go_backwards,time_major,mask,zero_out,in_drop,rec_drop", OPTION_GRID)
-def test_every_option_float64(reset_after, go_backwards, time_major, mask, zero_out, in_drop, rec_drop):
+@pytest.mark.parametrize("reset_after,go_backwards,time_major,mask,zero_out,in_drop,rec_drop",
+                         OPTION_GRID)
+def test_every_option_float64(reset_after, go_backwards, time_major, mask, zero_out, in_drop,
+                              rec_drop):
     problem = make_problem(reset_after=reset_after, time_major=time_major, mask=mask,
                            input_dropout=in_drop, recurrent_dropout=rec_drop)
     compare(problem, dict(go_backwards=go_backwards, zero_output_for_mask=zero_out))
@@ -50,7 +52,8 @@ def test_every_option_float64(reset_after, go_backwards, time_major, mask, zero_
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize("bias,initial_state", [(False, False), (False, True), (True, False)])
 def test_without_bias_or_initial_state(reset_after, bias, initial_state):
-    compare(make_problem(reset_after=reset_after, bias=bias, initial_state=initial_state, mask=True), {})
+    compare(make_problem(reset_after=reset_after, bias=bias, initial_state=initial_state,
+                         mask=True), {})
 
 
 # Each fused activation as the candidate activation and as the gate activation.
@@ -101,7 +104,8 @@ def test_slow_path_callable_and_unfused_name():
 
 
 def test_long_sequence_and_odd_sizes():
-    compare(make_problem(B=1, T=97, F=3, H=33, mask=True), dict(go_backwards=True), rtol=1e-9, grad_rtol=1e-9)
+    compare(make_problem(B=1, T=97, F=3, H=33, mask=True), dict(go_backwards=True),
+            rtol=1e-9, grad_rtol=1e-9)
     compare(make_problem(B=5, T=1, F=1, H=1), {})
 
 
@@ -144,8 +148,9 @@ def test_noncontiguous_inputs_match_contiguous():
     hn = h0.t().contiguous().t()
     kw_n = dict(kw)
     kw_n["mask"] = kw["mask"].t().contiguous().t()
-    kw_n["recurrent_dropout_mask"] = kw["recurrent_dropout_mask"].transpose(1, 2).contiguous().transpose(1, 2)
-    assert not (xn.is_contiguous() or kn.is_contiguous() or un.is_contiguous() or hn.is_contiguous())
+    rdm = kw["recurrent_dropout_mask"]
+    kw_n["recurrent_dropout_mask"] = rdm.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not any(t.is_contiguous() for t in (xn, kn, un, hn))
     got = functional.gru(xn, kn, un, bn, hn, **kw_n)
     assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
 

@@ -35,7 +35,7 @@ from gru_cuda import reference
 from gru_cuda.functional import gru
 
 from compare import assert_close_rel
-from conftest import requires_cuda
+from markers import requires_cuda
 from problems import as_dict, make_problem
 
 DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]  # the cuda marker skips without a GPU
@@ -167,6 +167,12 @@ def _as_ref(t):
     return t.contiguous()
 
 
+def _cotangents(out, state):
+    """Random float64 cotangents for (outputs, final state), drawn in that order."""
+    return (torch.randn(out.shape, dtype=torch.float64),
+            torch.randn(state.shape, dtype=torch.float64))
+
+
 def _check_against_reference(a, opts, out, state, grads=None, cot=None):
     ra = {k: _as_ref(v) for k, v in a.items()}
     diff = [k for k in ("x", "kernel", "recurrent_kernel", "bias", "initial_state")
@@ -226,7 +232,7 @@ def _run_functional_case(rng, device, with_grad):
     if not with_grad or not diff:
         _check_against_reference(a, opts, out, state)
         return "ok"
-    cot = (torch.randn(out.shape, dtype=torch.float64), torch.randn(state.shape, dtype=torch.float64))
+    cot = _cotangents(out, state)
     loss = (out * cot[0].to(out)).sum() + (state * cot[1].to(state)).sum()
     grads = torch.autograd.grad(loss, [a[k] for k in diff], allow_unused=True) \
         if loss.requires_grad else [None] * len(diff)
@@ -286,7 +292,8 @@ def _raw_backward(raw, flags, dy, dS, states, ws):
 
 
 def _contiguous_copy(raw):
-    return {k: (v.contiguous().clone() if isinstance(v, torch.Tensor) else v) for k, v in raw.items()}
+    return {k: (v.contiguous().clone() if isinstance(v, torch.Tensor) else v)
+            for k, v in raw.items()}
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -376,9 +383,14 @@ OPTION_SETS = [
     dict(reset_after=True),
     dict(reset_after=False),
     dict(reset_after=True, go_backwards=True, mask=True),
-    dict(reset_after=False, mask=True, zero_output_for_mask=True, input_dropout=3, recurrent_dropout=True),
+    dict(reset_after=False, mask=True, zero_output_for_mask=True, input_dropout=3,
+         recurrent_dropout=True),
     dict(reset_after=True, time_major=True, input_dropout=1, recurrent_dropout=True),
 ]
+
+
+def _options_id(options):
+    return "-".join(f"{k}={v}" for k, v in options.items())
 
 
 def _options_problem(device, dtype, B=4, T=6, F=3, H=5, seed=0, reset_after=True, mask=False,
@@ -406,7 +418,7 @@ def _batch_rows(t, time_major):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("where", ["x", "initial_state"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
-@pytest.mark.parametrize("options", OPTION_SETS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("options", OPTION_SETS, ids=_options_id)
 def test_non_finite_stays_in_its_row(device, where, value, options):
     bad = 1
     a, opts = _options_problem(device, torch.float32, **options)
@@ -458,12 +470,13 @@ def test_huge_values_match_reference(device, dtype, where, reset_after):
     g = torch.Generator().manual_seed(1)
     t = a[where]
     pick = torch.rand(t.shape, generator=g) < 0.3
-    t[pick.to(device)] = (torch.sign(torch.randn(t.shape, generator=g)) * 1e30).to(device, dtype)[pick.to(device)]
+    huge = (torch.sign(torch.randn(t.shape, generator=g)) * 1e30).to(device, dtype)
+    t[pick.to(device)] = huge[pick.to(device)]
     for k in ("x", "kernel", "recurrent_kernel", "bias", "initial_state"):
         a[k].requires_grad_()
     out, state = _call(a, opts)
     assert torch.isfinite(out).all() and torch.isfinite(state).all()  # tanh/sigmoid saturate
-    cot = (torch.randn(out.shape, dtype=torch.float64), torch.randn(state.shape, dtype=torch.float64))
+    cot = _cotangents(out, state)
     loss = (out * cot[0].to(out)).sum() + (state * cot[1].to(state)).sum()
     names = ("x", "kernel", "recurrent_kernel", "bias", "initial_state")
     grads = torch.autograd.grad(loss, [a[k] for k in names])
@@ -474,7 +487,7 @@ def test_huge_values_match_reference(device, dtype, where, reset_after):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dim", ["B", "T", "F", "H"])
-@pytest.mark.parametrize("options", OPTION_SETS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("options", OPTION_SETS, ids=_options_id)
 def test_zero_size_dimension(device, dim, options):
     sizes = dict(B=3, T=4, F=2, H=3)
     sizes[dim] = 0
@@ -485,7 +498,7 @@ def test_zero_size_dimension(device, dim, options):
     B, T, H = sizes["B"], sizes["T"], sizes["H"]
     assert tuple(out.shape) == ((T, B, H) if opts["time_major"] else (B, T, H))
     assert tuple(state.shape) == (B, H)
-    cot = (torch.randn(out.shape, dtype=torch.float64), torch.randn(state.shape, dtype=torch.float64))
+    cot = _cotangents(out, state)
     loss = (out * cot[0].to(out)).sum() + (state * cot[1].to(state)).sum()
     names = ("x", "kernel", "recurrent_kernel", "bias", "initial_state")
     grads = torch.autograd.grad(loss, [a[k] for k in names], allow_unused=True) \
@@ -505,7 +518,7 @@ def test_zero_size_dimension(device, dim, options):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("options", OPTION_SETS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("options", OPTION_SETS, ids=_options_id)
 def test_low_precision_dtypes_match_reference(device, dtype, options):
     """float16 / bfloat16 throughout (computed in float32): results and gradients of that
     dtype, within its precision of the float64 reference."""
@@ -515,7 +528,7 @@ def test_low_precision_dtypes_match_reference(device, dtype, options):
         a[k].requires_grad_()
     out, state = _call(a, opts)
     assert out.dtype == state.dtype == dtype
-    cot = (torch.randn(out.shape, dtype=torch.float64), torch.randn(state.shape, dtype=torch.float64))
+    cot = _cotangents(out, state)
     loss = (out.float() * cot[0].to(out.device, torch.float32)).sum() + \
         (state.float() * cot[1].to(state.device, torch.float32)).sum()
     grads = torch.autograd.grad(loss, [a[k] for k in names])

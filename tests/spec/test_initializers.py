@@ -94,7 +94,8 @@ def test_constant_identity_zeros_ones():
     assert torch.equal(I.get("identity")((3, 5)), torch.eye(3, 5))
     assert torch.equal(I.Identity(gain=2.0)((2, 2)), 2 * torch.eye(2))
     assert torch.equal(I.get("zeros")((4,)), torch.zeros(4))
-    assert torch.equal(I.get("ones")((2, 3), dtype=torch.float64), torch.ones(2, 3, dtype=torch.float64))
+    assert torch.equal(I.get("ones")((2, 3), dtype=torch.float64),
+                       torch.ones(2, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="2-D"):
         I.Identity()((2, 2, 2))
 
@@ -154,8 +155,10 @@ def test_layers_use_their_initializers():
     assert default.kernel.abs().max() <= math.sqrt(6 / (5 + 18))
     # two layers from the same names get different weights; a seeded initializer repeats
     assert not torch.equal(GRU(4, input_size=3).kernel, GRU(4, input_size=3).kernel)
-    seeded = dict(kernel_initializer=I.GlorotUniform(seed=3), recurrent_initializer=I.Orthogonal(seed=4))
-    assert torch.equal(GRUCell(4, input_size=3, **seeded).kernel, GRUCell(4, input_size=3, **seeded).kernel)
+    seeded = dict(kernel_initializer=I.GlorotUniform(seed=3),
+                  recurrent_initializer=I.Orthogonal(seed=4))
+    assert torch.equal(GRUCell(4, input_size=3, **seeded).kernel,
+                       GRUCell(4, input_size=3, **seeded).kernel)
     # None means glorot_uniform (Keras' add_weight default)
     assert isinstance(GRU(4, bias_initializer=None).bias_initializer, I.GlorotUniform)
 

@@ -28,8 +28,10 @@ SEQ_72 = torch.arange(72, dtype=torch.float32).reshape(3, 6, 4)
 def test_correctness(options, expected):
     ra = options.get("reset_after", True)
     k, u, b = consts(4, 3, ra, options.get("use_bias", True))
-    _, state = functional.gru(SEQ_72, k, u, b, reset_after=ra, go_backwards=options.get("go_backwards", False))
-    np.testing.assert_allclose(state.numpy(), np.repeat(np.array(expected)[:, None], 3, 1), rtol=1e-5, atol=1e-5)
+    _, state = functional.gru(SEQ_72, k, u, b, reset_after=ra,
+                              go_backwards=options.get("go_backwards", False))
+    np.testing.assert_allclose(state.numpy(), np.repeat(np.array(expected)[:, None], 3, 1),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_statefulness_two_calls():
@@ -64,19 +66,23 @@ def test_masking_sequences():
     expected = np.array([
         [0.03606692, 0.09497581, 0.09497581, 0.19393763],
         [0.16051409, 0.16051409, 0.16051409, 0.30818558]])
-    np.testing.assert_allclose(out.numpy(), np.repeat(expected[..., None], 2, -1), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(state.numpy(), [[0.19393763] * 2, [0.30818558] * 2], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out.numpy(), np.repeat(expected[..., None], 2, -1),
+                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(state.numpy(), [[0.19393763] * 2, [0.30818558] * 2],
+                               rtol=1e-6, atol=1e-6)
     out_z, _ = functional.gru(SEQ_24, k, u, b, mask=MASK, zero_output_for_mask=True)
     expected_z = np.array([
         [0.03606692, 0.09497581, 0.0, 0.19393763],
         [0.16051409, 0.0, 0.0, 0.30818558]])
-    np.testing.assert_allclose(out_z.numpy(), np.repeat(expected_z[..., None], 2, -1), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out_z.numpy(), np.repeat(expected_z[..., None], 2, -1),
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_masking_go_backwards():
     k, u, b = consts(3, 2)
     out, _ = functional.gru(SEQ_24, k, u, b, mask=MASK, go_backwards=True)
-    np.testing.assert_allclose(out[:, -1].numpy(), [[0.11669192] * 2, [0.28380975] * 2], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out[:, -1].numpy(), [[0.11669192] * 2, [0.28380975] * 2],
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_bidirectional_sum_composition():

@@ -155,7 +155,9 @@ def test_gru_gradients_match_keras(case):
     cot = [torch.from_numpy(rng.standard_normal(tuple(t.shape)).astype(np.float32)) for t in o_out]
     sum((t * c).sum() for t, c in zip(k_out, cot)).backward()
     sum((t * c).sum() for t, c in zip(o_out, cot)).backward()
-    k_vars = [kl.cell.kernel, kl.cell.recurrent_kernel] + ([kl.cell.bias] if cfg["use_bias"] else [])
+    k_vars = [kl.cell.kernel, kl.cell.recurrent_kernel]
+    if cfg["use_bias"]:
+        k_vars.append(kl.cell.bias)
     for name, p, v in zip(("kernel", "recurrent_kernel", "bias"), ours.weights, k_vars):
         expected = v.value.grad
         np.testing.assert_allclose(p.grad.numpy(), expected.numpy(), atol=1e-4, rtol=1e-4,

@@ -26,7 +26,7 @@ def keras_or_skip():
     return keras
 
 
-# ---- regularizers ----------------------------------------------------------------------------------
+# ---- regularizers ----------------------------------------------------------------------------
 
 def test_regularizer_formulas_and_string_defaults():
     l1 = W.abs().sum().item()
@@ -52,7 +52,8 @@ def test_regularizers_match_keras():
     t = torch.from_numpy(w)
     pairs = [(R.L1(0.02), keras.regularizers.L1(0.02)), (R.L2(0.03), keras.regularizers.L2(0.03)),
              (R.L1L2(0.01, 0.04), keras.regularizers.L1L2(0.01, 0.04)),
-             (R.OrthogonalRegularizer(0.1, "rows"), keras.regularizers.OrthogonalRegularizer(0.1, "rows")),
+             (R.OrthogonalRegularizer(0.1, "rows"),
+              keras.regularizers.OrthogonalRegularizer(0.1, "rows")),
              (R.OrthogonalRegularizer(0.1, "columns"),
               keras.regularizers.OrthogonalRegularizer(0.1, "columns"))]
     for ours, theirs in pairs:
@@ -121,7 +122,7 @@ def test_regularization_trains():
     assert layer.kernel.norm().item() < before
 
 
-# ---- constraints ------------------------------------------------------------------------------------
+# ---- constraints -----------------------------------------------------------------------------
 
 def test_constraint_formulas():
     eps = 1e-7
@@ -134,7 +135,8 @@ def test_constraint_formulas():
     torch.testing.assert_close(C.get("unit_norm")(W), W / (eps + norms))
     torch.testing.assert_close(C.get("min_max_norm")(W), W * norms.clamp(0, 1) / (eps + norms))
     mm = C.MinMaxNorm(0.5, 1.5, rate=0.5)
-    torch.testing.assert_close(mm(W), W * (0.5 * norms.clamp(0.5, 1.5) + 0.5 * norms) / (eps + norms))
+    torch.testing.assert_close(mm(W),
+                               W * (0.5 * norms.clamp(0.5, 1.5) + 0.5 * norms) / (eps + norms))
     fn = lambda w: w * 0  # noqa: E731
     assert C.get(fn) is fn
     assert isinstance(C.get("MaxNorm"), C.MaxNorm)
@@ -145,7 +147,8 @@ def test_constraint_formulas():
 def test_constraints_match_keras():
     keras = keras_or_skip()
     w = np.random.default_rng(1).standard_normal((5, 12)).astype(np.float32)
-    pairs = [(C.MaxNorm(1.5), keras.constraints.MaxNorm(1.5)), (C.NonNeg(), keras.constraints.NonNeg()),
+    pairs = [(C.MaxNorm(1.5), keras.constraints.MaxNorm(1.5)),
+             (C.NonNeg(), keras.constraints.NonNeg()),
              (C.UnitNorm(axis=1), keras.constraints.UnitNorm(axis=1)),
              (C.MinMaxNorm(0.5, 2.0, 0.7), keras.constraints.MinMaxNorm(0.5, 2.0, 0.7)),
              (C.get("max_norm"), keras.constraints.get("max_norm"))]

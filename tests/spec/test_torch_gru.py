@@ -17,7 +17,9 @@ def test_matches_torch_nn_gru(dtype, tol, bias):
     net = torch.nn.GRU(F, H, batch_first=True, bias=bias).to(dtype)
     kernel = reorder(net.weight_ih_l0.detach().t()).contiguous()
     recurrent = reorder(net.weight_hh_l0.detach().t()).contiguous()
-    b = torch.stack([reorder(net.bias_ih_l0.detach()), reorder(net.bias_hh_l0.detach())]) if bias else None
+    b = None
+    if bias:
+        b = torch.stack([reorder(net.bias_ih_l0.detach()), reorder(net.bias_hh_l0.detach())])
     x = torch.randn(B, T, F, dtype=dtype)
     h0 = torch.randn(B, H, dtype=dtype)
     expected, h_n = net(x, h0.unsqueeze(0))
@@ -29,4 +31,5 @@ def test_matches_torch_nn_gru(dtype, tol, bias):
     g = torch.randn_like(out)
     (out * g).sum().backward()
     (expected * g).sum().backward()
-    torch.testing.assert_close(kernel.grad, reorder(net.weight_ih_l0.grad.t()), rtol=tol * 10, atol=tol * 10)
+    torch.testing.assert_close(kernel.grad, reorder(net.weight_ih_l0.grad.t()),
+                               rtol=tol * 10, atol=tol * 10)
