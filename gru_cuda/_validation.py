@@ -1,4 +1,5 @@
-"""Argument checks of the gru functional API, shared by the fused path and reference.py.
+"""Argument checks of the gru functional API, shared by the fused path, reference.py and the
+layers (masks and initial states are checked here once, not again by the layers).
 
 Every mistake becomes a ValueError (shape, rank, device, option) or TypeError (type, dtype)
 that names the argument, what was expected and what was given.
@@ -17,25 +18,54 @@ class GruSizes(NamedTuple):
     H: int  # units
 
 
-def _tensor(t, name: str, *, optional: bool = False) -> Optional[torch.Tensor]:
+def _tensor(t, name: str, *, optional: bool = False, caller: str = "gru"
+            ) -> Optional[torch.Tensor]:
     if t is None and optional:
         return None
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"gru: {name} must be a torch.Tensor, got {type(t).__name__}")
+        raise TypeError(f"{caller}: {name} must be a torch.Tensor, got {type(t).__name__}")
     return t
 
 
-def _shape(t: torch.Tensor, expected: tuple, name: str, what: str) -> None:
+def _shape(t: torch.Tensor, expected: tuple, name: str, what: str, caller: str = "gru") -> None:
     if tuple(t.shape) != tuple(expected):
-        raise ValueError(f"gru: {name} must have shape {what} = {tuple(expected)}, got {tuple(t.shape)}")
+        raise ValueError(f"{caller}: {name} must have shape {what} = {tuple(expected)}, got "
+                         f"{tuple(t.shape)}")
 
 
-def _like_x(t: torch.Tensor, x: torch.Tensor, name: str, *, check_dtype: bool = True) -> None:
+def _like_x(t: torch.Tensor, x: torch.Tensor, name: str, *, check_dtype: bool = True,
+            caller: str = "gru") -> None:
     if t.device != x.device:
-        raise ValueError(f"gru: {name} is on device {t.device} but x is on device {x.device}; "
-                         "all tensors must be on one device")
+        raise ValueError(f"{caller}: {name} is on device {t.device} but x is on device "
+                         f"{x.device}; all tensors must be on one device")
     if check_dtype and t.dtype != x.dtype:
-        raise TypeError(f"gru: {name} must have the dtype of x ({x.dtype}), got {t.dtype}")
+        raise TypeError(f"{caller}: {name} must have the dtype of x ({x.dtype}), got {t.dtype}")
+
+
+def check_mask(mask, x: torch.Tensor, *, T, B, time_major: bool, caller: str = "gru") -> None:
+    """Checks an optional step mask: a tensor `(batch, timesteps)` (`(timesteps, batch)` when
+    `time_major`) on the device of `x`, bool or real (cast to bool by the caller).
+
+    The one Python check of a mask: `gru()` runs it for every call, and the layers run it
+    only where they step a cell themselves (they hand everything else to `gru()`).
+    """
+    if _tensor(mask, "mask", optional=True, caller=caller) is None:
+        return
+    _shape(mask, (T, B) if time_major else (B, T), "mask",
+           "(timesteps, batch)" if time_major else "(batch, timesteps)", caller)
+    _like_x(mask, x, "mask", check_dtype=False, caller=caller)
+    if mask.is_complex():
+        raise TypeError(f"{caller}: mask must be bool (or real, cast to bool), got {mask.dtype}")
+
+
+def check_initial_state(state, x: torch.Tensor, *, B, H, name: str = "initial_state",
+                        what: str = "(batch, units)", caller: str = "gru") -> None:
+    """Checks an optional initial state: a tensor of shape `(B, H)` with the device and dtype
+    of `x`. `name`, `what` and `caller` only word the error (e.g. a cell's `states`)."""
+    if _tensor(state, name, optional=True, caller=caller) is None:
+        return
+    _shape(state, (B, H), name, what, caller)
+    _like_x(state, x, name, caller=caller)
 
 
 def check_gru_args(x, kernel, recurrent_kernel, bias, initial_state, *, reset_after: bool,
@@ -68,16 +98,8 @@ def check_gru_args(x, kernel, recurrent_kernel, bias, initial_state, *, reset_af
             _shape(bias, (3 * H,), "bias", "(3 * units,) for reset_after=False")
         _like_x(bias, x, "bias")
 
-    if _tensor(initial_state, "initial_state", optional=True) is not None:
-        _shape(initial_state, (B, H), "initial_state", "(batch, units)")
-        _like_x(initial_state, x, "initial_state")
-
-    if _tensor(mask, "mask", optional=True) is not None:
-        _shape(mask, (T, B) if time_major else (B, T), "mask",
-               "(timesteps, batch)" if time_major else "(batch, timesteps)")
-        _like_x(mask, x, "mask", check_dtype=False)
-        if mask.is_complex():
-            raise TypeError(f"gru: mask must be bool (or real, cast to bool), got {mask.dtype}")
+    check_initial_state(initial_state, x, B=B, H=H)
+    check_mask(mask, x, T=T, B=B, time_major=time_major)
 
     if _tensor(input_dropout_mask, "input_dropout_mask", optional=True) is not None:
         if tuple(input_dropout_mask.shape) not in ((B, F), (3, B, F)):

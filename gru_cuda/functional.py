@@ -100,15 +100,16 @@ def gru(
             _autocast_cast(t, cast)
             for t in (x, kernel, recurrent_kernel, bias, initial_state, input_dropout_mask,
                       recurrent_dropout_mask))
-    T, B, F, H = check_gru_args(
+    sizes = check_gru_args(
         x, kernel, recurrent_kernel, bias, initial_state, reset_after=reset_after,
         time_major=time_major, mask=mask, input_dropout_mask=input_dropout_mask,
         recurrent_dropout_mask=recurrent_dropout_mask)
+    T, B, F, H = sizes
     act_id = activations.fused_id(activation, "activation")
     rec_id = activations.fused_id(recurrent_activation, "recurrent_activation")
     if act_id is None or rec_id is None:
-        return reference.gru(
-            x, kernel, recurrent_kernel, bias, initial_state, reset_after=reset_after,
+        return reference.gru_checked(
+            sizes, x, kernel, recurrent_kernel, bias, initial_state, reset_after=reset_after,
             activation=activation, recurrent_activation=recurrent_activation,
             go_backwards=go_backwards, time_major=time_major, mask=mask,
             zero_output_for_mask=zero_output_for_mask, input_dropout_mask=input_dropout_mask,

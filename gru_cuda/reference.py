@@ -13,7 +13,7 @@ import torch
 
 from gru_cuda import activations
 from gru_cuda.activations import ActivationArg
-from gru_cuda._validation import check_gru_args
+from gru_cuda._validation import GruSizes, check_gru_args
 
 
 def gru(
@@ -34,10 +34,24 @@ def gru(
     recurrent_dropout_mask: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Reference GRU over a sequence; see gru_cuda.functional.gru for the arguments."""
-    T, B, F, H = check_gru_args(
+    sizes = check_gru_args(
         x, kernel, recurrent_kernel, bias, initial_state, reset_after=reset_after,
         time_major=time_major, mask=mask, input_dropout_mask=input_dropout_mask,
         recurrent_dropout_mask=recurrent_dropout_mask)
+    return gru_checked(
+        sizes, x, kernel, recurrent_kernel, bias, initial_state, reset_after=reset_after,
+        activation=activation, recurrent_activation=recurrent_activation,
+        go_backwards=go_backwards, time_major=time_major, mask=mask,
+        zero_output_for_mask=zero_output_for_mask, input_dropout_mask=input_dropout_mask,
+        recurrent_dropout_mask=recurrent_dropout_mask)
+
+
+def gru_checked(sizes: GruSizes, x, kernel, recurrent_kernel, bias, initial_state, *,
+                reset_after, activation, recurrent_activation, go_backwards, time_major, mask,
+                zero_output_for_mask, input_dropout_mask, recurrent_dropout_mask):
+    """`gru` on arguments that `check_gru_args` has already accepted (it returned `sizes`):
+    gru_cuda.functional.gru's slow path, which checked them itself."""
+    T, B, _, H = sizes
     phi = activations.get(activation, "activation")
     sigma = activations.get(recurrent_activation, "recurrent_activation")
 
