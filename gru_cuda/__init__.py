@@ -7,7 +7,7 @@ from gru_cuda._library import _C
 from gru_cuda import activations, functional, ops, reference  # noqa: F401  (ops registers autograd)
 from gru_cuda import constraints, conversion, initializers, regularizers  # noqa: F401
 from gru_cuda.layers import GRU, RNN, Bidirectional, GRUCell
-from gru_cuda.keras_api import bidirectional, layer_gru, layer_gru_cell, layer_rnn
+from gru_cuda.layers.compose import bidirectional, layer_gru, layer_gru_cell, layer_rnn
 from gru_cuda import dispatch  # noqa: F401
 from gru_cuda.dispatch import explain, force_path, kernel_paths, last_path, set_path
 

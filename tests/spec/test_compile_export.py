@@ -227,7 +227,7 @@ def test_compile_layer_training_dropout():
 
 
 @pytest.mark.xfail(reason="GRU(seed=...) creates a torch.Generator inside forward, which "
-                          "torch.compile cannot trace (layers.py _generator); reported",
+                          "torch.compile cannot trace (_GRUWeights._generator); reported",
                    strict=False)
 def test_compile_layer_training_dropout_with_seed():
     torch._dynamo.reset()
