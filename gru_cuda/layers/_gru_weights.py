@@ -110,13 +110,13 @@ class _GRUWeights(_KerasLayerMixin, nn.Module):
         self.input_size = features
         self._create_weights(self._factory_device or device or torch.device("cpu"))
 
-    def _initializers(self) -> dict:
+    def _weight_initializers(self) -> dict:
         return {"kernel": self.kernel_initializer, "recurrent_kernel": self.recurrent_initializer,
                 "bias": self.bias_initializer}
 
     def _create_weights(self, device) -> None:
         dtype = self._factory_dtype or torch.get_default_dtype()
-        inits = self._initializers()
+        inits = self._weight_initializers()
         for name, shape in self._expected_shapes():
             value = _initializers.initialize(inits[name], shape, dtype, device)
             setattr(self, name, nn.Parameter(value))
@@ -125,7 +125,7 @@ class _GRUWeights(_KerasLayerMixin, nn.Module):
     def reset_parameters(self) -> None:
         """Re-draws the weights from their initializers (built layers only)."""
         if self.built:
-            inits = self._initializers()
+            inits = self._weight_initializers()
             for name, p in zip(self._weight_names, self._weight_list()):
                 if p is not None:
                     p.copy_(_initializers.initialize(inits[name], p.shape, p.dtype, p.device))
@@ -173,6 +173,7 @@ class _GRUWeights(_KerasLayerMixin, nn.Module):
         """
         return [_to_numpy(p) for p in self.weights]
 
+    @torch.no_grad()
     def set_weights(self, weights: Sequence) -> None:
         """Sets the weights from arrays in Keras order and layout (see `get_weights`).
 
