@@ -22,7 +22,7 @@ def build_info() -> dict:
     return dict(_C.build_info())
 
 
-__all__ = ["activations", "build_info", "functional", "ops", "reference",
+__all__ = ["__version__", "activations", "build_info", "functional", "ops", "reference",
            "GRU", "GRUCell", "RNN", "Bidirectional",
            "layer_gru", "layer_gru_cell", "layer_rnn", "bidirectional",
            "constraints", "conversion", "initializers", "regularizers",

@@ -134,7 +134,7 @@ def test_rnn_over_gru_cell_equals_gru():
             assert torch.equal(u, v)
 
 
-# ---- building, dtypes, devices, state_dict --------------------------------------------------------
+# ---- building, dtypes, devices, state_dict -------------------------------------------------------
 
 def test_lazy_build_and_explicit_build():
     layer = GRU(4)
@@ -225,7 +225,7 @@ def test_set_weights_errors():
         layer.set_weights(bad)
 
 
-# ---- torch.nn.GRU conversion ----------------------------------------------------------------------
+# ---- torch.nn.GRU conversion ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("batch_first,bias", [(True, True), (False, True), (True, False)])
 def test_from_torch_matches_nn_gru(batch_first, bias):
@@ -417,7 +417,7 @@ def test_gradients_match_reference_path():
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
 
 
-# ---- GRUCell ---------------------------------------------------------------------------------------
+# ---- GRUCell -------------------------------------------------------------------------------------
 
 def test_gru_cell_step_conventions():
     cell = GRUCell(4, input_size=3)
@@ -457,7 +457,7 @@ def test_gru_cell_errors():
         cell(torch.rand(2, 3), [torch.rand(2, 4)] * 2)
 
 
-# ---- Bidirectional -----------------------------------------------------------------------------------
+# ---- Bidirectional -------------------------------------------------------------------------------
 
 def _bidi(merge_mode, **kwargs):
     layer = Bidirectional(GRU(3, input_size=2, **kwargs), merge_mode=merge_mode)
@@ -546,7 +546,7 @@ def test_bidirectional_stateful_reset():
     assert_close(layer(x), first)
 
 
-# ---- errors ------------------------------------------------------------------------------------------
+# ---- errors --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs,argname", [
     ({"units": 0}, "units"), ({"units": -3}, "units"), ({"units": 2.5}, "units"),
