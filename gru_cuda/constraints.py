@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from gru_cuda._config import Configurable
+from gru_cuda._config import Configurable, resolve
 
 __all__ = ["Constraint", "MaxNorm", "NonNeg", "UnitNorm", "MinMaxNorm", "get",
            "apply_constraints", "attach"]
@@ -162,26 +162,9 @@ def get(identifier, argname: str = "constraint") -> Optional[Callable]:
     Raises:
         ValueError: for an unknown name or an unusable value, naming `argname`.
     """
-    if identifier is None:
-        return None
-    if isinstance(identifier, str):
-        cls = _BY_NAME.get(identifier)
-        if cls is None:
-            raise ValueError(f"unknown {argname} {identifier!r}; expected one of "
-                             f"['max_norm', 'non_neg', 'unit_norm', 'min_max_norm'], a "
-                             f"Constraint, a callable or None")
-        return cls()
-    if isinstance(identifier, dict):
-        cls = _CLASSES.get(identifier.get("class_name"))
-        if cls is None:
-            raise ValueError(f"unknown {argname} class {identifier.get('class_name')!r}")
-        return cls.from_config(dict(identifier.get("config") or {}))
-    if isinstance(identifier, type) and issubclass(identifier, Constraint):
-        return identifier()
-    if callable(identifier):
-        return identifier
-    raise ValueError(f"could not interpret {argname} {identifier!r}: expected a name, a "
-                     f"Constraint, a callable or None")
+    return resolve(identifier, argname, base=Constraint, by_name=_BY_NAME, by_class_name=_CLASSES,
+                   names=["max_norm", "non_neg", "unit_norm", "min_max_norm"],
+                   what="a Constraint, a callable or None")
 
 
 def serialize(constraint: Constraint) -> dict:

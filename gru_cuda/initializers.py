@@ -26,7 +26,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from gru_cuda._config import Configurable
+from gru_cuda._config import Configurable, resolve
 
 __all__ = [
     "Initializer", "Zeros", "Ones", "Constant", "Identity", "RandomNormal", "RandomUniform",
@@ -428,23 +428,9 @@ def get(identifier, argname: str = "initializer") -> Optional[Callable]:
     Raises:
         ValueError: for an unknown name, naming `argname`.
     """
-    if identifier is None:
-        return None
-    if isinstance(identifier, str):
-        cls = _BY_NAME.get(identifier)
-        if cls is None:
-            raise ValueError(f"unknown {argname} {identifier!r}; expected one of "
-                             f"{sorted(k for k in _BY_NAME if k.islower())}, an Initializer "
-                             f"or a callable")
-        return cls()
-    if isinstance(identifier, dict):
-        return deserialize(identifier, argname)
-    if isinstance(identifier, type) and issubclass(identifier, Initializer):
-        return identifier()
-    if callable(identifier):
-        return identifier
-    raise ValueError(f"could not interpret {argname} {identifier!r}: expected a name, an "
-                     f"Initializer, a config dict or a callable")
+    return resolve(identifier, argname, base=Initializer, by_name=_BY_NAME,
+                   by_class_name=_BY_NAME, names=sorted(k for k in _BY_NAME if k.islower()),
+                   what="an Initializer, a config dict or a callable")
 
 
 def initialize(init: Callable, shape, dtype: torch.dtype, device) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Callable, List, Optional
 
 import torch
 
-from gru_cuda._config import Configurable
+from gru_cuda._config import Configurable, resolve
 
 __all__ = ["Regularizer", "L1", "L2", "L1L2", "OrthogonalRegularizer", "l1", "l2", "l1_l2",
            "get", "collect_losses"]
@@ -160,6 +160,8 @@ _BY_NAME = {
     "orthogonal_regularizer": OrthogonalRegularizer,
     "OrthogonalRegularizer": OrthogonalRegularizer,
 }
+_CLASSES = {"L1": L1, "L2": L2, "L1L2": L1L2, "OrthogonalRegularizer": OrthogonalRegularizer,
+            "Regularizer": Regularizer}
 
 
 def get(identifier, argname: str = "regularizer") -> Optional[Callable]:
@@ -177,28 +179,10 @@ def get(identifier, argname: str = "regularizer") -> Optional[Callable]:
     Raises:
         ValueError: for an unknown name or an unusable value, naming `argname`.
     """
-    if identifier is None:
-        return None
-    if isinstance(identifier, str):
-        factory = _BY_NAME.get(identifier)
-        if factory is None:
-            raise ValueError(f"unknown {argname} {identifier!r}; expected one of "
-                             f"['l1', 'l2', 'l1_l2', 'orthogonal_regularizer'], a Regularizer, "
-                             f"a callable or None")
-        return factory()
-    if isinstance(identifier, dict):
-        name = identifier.get("class_name")
-        cls = {"L1": L1, "L2": L2, "L1L2": L1L2, "OrthogonalRegularizer": OrthogonalRegularizer,
-               "Regularizer": Regularizer}.get(name)
-        if cls is None:
-            raise ValueError(f"unknown {argname} class {name!r}")
-        return cls.from_config(dict(identifier.get("config") or {}))
-    if isinstance(identifier, type) and issubclass(identifier, Regularizer):
-        return identifier()
-    if callable(identifier):
-        return identifier
-    raise ValueError(f"could not interpret {argname} {identifier!r}: expected a name, a "
-                     f"Regularizer, a callable or None")
+    return resolve(identifier, argname, base=Regularizer, by_name=_BY_NAME,
+                   by_class_name=_CLASSES,
+                   names=["l1", "l2", "l1_l2", "orthogonal_regularizer"],
+                   what="a Regularizer, a callable or None")
 
 
 def serialize(regularizer: Regularizer) -> dict:
