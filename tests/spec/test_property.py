@@ -21,6 +21,7 @@ from hypothesis import strategies as st  # noqa: E402
 from gru_cuda import reference  # noqa: E402
 from gru_cuda.activations import FUSED_NAMES  # noqa: E402
 from gru_cuda.functional import gru  # noqa: E402
+from problems import make_problem  # noqa: E402
 
 # Every fused activation, for both slots. Unbounded pairs (exponential gates, ...) can overflow;
 # such draws are discarded with assume() (about 2 % of them).
@@ -56,40 +57,19 @@ def gru_case(draw):
 
 def _make(case, dtype, requires_grad=True):
     g = torch.Generator().manual_seed(case["seed"])
-    B, T, F, H = case["B"], case["T"], case["F"], case["H"]
-
-    def rnd(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
-
-    def dropout(*shape):  # inverted-scaling keep masks with rate 0.25
-        keep = torch.rand(*shape, generator=g) >= 0.25
-        return (keep.to(torch.float64) / 0.75).to(dtype)
-
-    x = rnd(T, B, F) if case["time_major"] else rnd(B, T, F)
+    B, T, H = case["B"], case["T"], case["H"]
     # Small weights keep unbounded activations (exponential, relu, linear, ...) finite.
-    kernel = rnd(F, 3 * H, scale=0.4)
-    rec = rnd(H, 3 * H, scale=0.4)
-    bias = None
-    if case["use_bias"]:
-        bias = rnd(2, 3 * H, scale=0.3) if case["reset_after"] else rnd(3 * H, scale=0.3)
-    h0 = rnd(B, H, scale=0.5) if case["use_h0"] else None
-    mask = None
-    if case["mask"] is not None:
-        if case["mask"] == "random":
-            mask = torch.rand(B, T, generator=g) > 0.35
-        elif case["mask"] == "all_false":
-            mask = torch.zeros(B, T, dtype=torch.bool)
-        else:  # right padding: a random valid length per row
-            lengths = torch.randint(0, T + 1, (B,), generator=g)
-            mask = torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)
-        if case["time_major"]:
-            mask = mask.t().contiguous()
-    idm = None
-    if case["input_dropout"] == "shared":
-        idm = dropout(B, F)
-    elif case["input_dropout"] == "per_gate":
-        idm = dropout(3, B, F)
-    rdm = dropout(3, B, H) if case["recurrent_dropout"] else None
+    (x, kernel, rec, bias, h0), kw = make_problem(
+        B=B, T=T, F=case["F"], H=H, reset_after=case["reset_after"], bias=case["use_bias"],
+        initial_state=case["use_h0"], time_major=case["time_major"], dtype=dtype,
+        mask={None: False, "prefix": "right_padded"}.get(case["mask"], case["mask"]),
+        input_dropout=case["input_dropout"], recurrent_dropout=case["recurrent_dropout"],
+        scale=0.4, bias_scale=0.3, state_scale=0.5, keep=0.75, generator=g)
+    mask = kw.get("mask")
+    idm, rdm = kw.get("input_dropout_mask"), kw.get("recurrent_dropout_mask")
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
 
     grads = [t for t in (x, kernel, rec, bias, h0) if t is not None]
     for t in grads:
