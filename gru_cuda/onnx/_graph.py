@@ -79,6 +79,88 @@ def _flip_time(E, t):
     return E.op("Slice", t, E.ints([-1]), E.ints([_INT64_MIN]), E.ints([0]), E.ints([-1]))
 
 
+def _onnx_weights(E, x, kernel, recurrent_kernel, bias, *, H: int, reset_after: bool):
+    """ONNX's W `[1, 3H, F]`, R `[1, 3H, H]` and B `[1, 6H]` of one direction."""
+    W = E.op("Unsqueeze", E.op("Transpose", kernel, perm=[1, 0]), E.ints([0]))
+    R = E.op("Unsqueeze", E.op("Transpose", recurrent_kernel, perm=[1, 0]), E.ints([0]))
+    if bias is None:
+        B = E.op("CastLike", E.op("ConstantOfShape", E.ints([1, 6 * H])), x)
+    elif reset_after:  # rows [input | recurrent] are already ONNX's [Wb | Rb]
+        B = E.op("Reshape", bias, E.ints([1, 6 * H]))
+    else:  # input bias only: the recurrent half is zero
+        B = E.op("Unsqueeze", E.op("Pad", bias, E.ints([0, 3 * H])), E.ints([0]))
+    return W, R, B
+
+
+def _gather_time(E, values, index):
+    """values[index[t, b], b, :] for `values (T, B, C)`, `index (T, B)` int64."""
+    index = E.op("Expand", E.op("Unsqueeze", index, E.ints([2])), E.op("Shape", values))
+    return E.op("GatherElements", values, index, axis=0)
+
+
+def _run_gru_node(E, x, weights, h0s, mask, *, H: int, attrs: dict, zero_outputs):
+    """Runs one ONNX GRU node (one or two directions: `weights` and `h0s` per direction) and
+    returns, per direction, `(outputs (T, B, H) in processing order, final_state (B, H))`.
+
+    With a mask, any mask, not only a right-padded one: the valid steps of each row are moved
+    to its front, in time order (a stable sort, done by TopK over unique keys), and the node
+    runs with `sequence_lens` = the number of valid steps. A masked step carries the state
+    unchanged, so the states after the valid steps are exactly those of the compacted
+    sequence; each step's output is then gathered back from the node's `Y`. For a
+    right-padded mask the permutation is the identity.
+    """
+    W, R, B = (E.op("Concat", *parts, axis=0) if len(parts) > 1 else parts[0]
+               for parts in zip(*weights))
+    h_init = E.op("Concat", *[E.op("Unsqueeze", h, E.ints([0])) for h in h0s], axis=0)
+    if mask is None:
+        Y, Y_h = E.op("GRU", x, W, R, B, E.none(), h_init, n_out=2, **attrs)
+        results = []
+        for d, h0 in enumerate(h0s):
+            out = E.op("Gather", Y, E.int_scalar(d), axis=1)
+            final = E.op("Gather", Y_h, E.int_scalar(d), axis=0)
+            reverse = attrs["direction"] == "reverse" or d == 1
+            results.append((_flip_time(E, out) if reverse else out, final))
+        return results
+
+    valid = E.op("Cast", mask, to=7)                                          # int64 (T, B)
+    T1 = E.op("Shape", x, start=0, end=1)                                     # [T]
+    steps = E.op("Unsqueeze", E.op("Range", E.int_scalar(0), E.op("Squeeze", T1, E.ints([0])),
+                                   E.int_scalar(1)), E.ints([1]))            # (T, 1)
+    # Key t for a valid step, T + t for a masked one: unique, so the ascending TopK is the
+    # stable partition "valid steps first, each group in time order".
+    key = E.op("Add", steps, E.op("Mul", E.op("Sub", E.int_scalar(1), valid), T1))
+    _, order = E.op("TopK", key, T1, n_out=2, axis=0, largest=0, sorted=1)
+    packed = _gather_time(E, x, order)
+    counted = E.op("CumSum", valid, E.int_scalar(0))           # valid steps up to t, inclusive
+    lens = E.op("ReduceSum", valid, E.ints([0]), keepdims=0)                  # (B,)
+    Y, Y_h = E.op("GRU", packed, W, R, B, E.op("Cast", lens, to=6), h_init, n_out=2, **attrs)
+
+    is_valid = E.op("Cast", mask, to=9)
+    last = E.op("Sub", T1, E.int_scalar(1))
+    started = E.op("Unsqueeze", E.op("Greater", lens, E.int_scalar(0)), E.ints([1]))  # (B, 1)
+    zero = E.scalar_like(0.0, x)
+    results = []
+    for d, (h0, zero_output) in enumerate(zip(h0s, zero_outputs)):
+        reverse = attrs["direction"] == "reverse" or d == 1
+        # The packed position of the output at step t: its own for a valid step; for a
+        # masked step, the previous output in processing order, i.e. the last valid step
+        # before t going forward, the first valid step after t going backwards.
+        if reverse:
+            where = E.op("Where", is_valid, E.op("Sub", counted, E.int_scalar(1)), counted)
+            held = E.op("Less", where, E.op("Unsqueeze", lens, E.ints([0])))
+        else:
+            where = E.op("Sub", counted, E.int_scalar(1))
+            held = E.op("Greater", counted, E.int_scalar(0))
+        use = is_valid if zero_output else E.op("Or", is_valid, held)
+        where = E.op("Min", E.op("Max", where, E.int_scalar(0)), last)
+        out = _gather_time(E, E.op("Gather", Y, E.int_scalar(d), axis=1), where)
+        out = E.op("Where", E.op("Unsqueeze", use, E.ints([2])), out, zero)
+        # A row with no valid step keeps its initial state (Keras), whatever the runtime says.
+        final = E.op("Where", started, E.op("Gather", Y_h, E.int_scalar(d), axis=0), h0)
+        results.append((_flip_time(E, out) if reverse else out, final))
+    return results
+
+
 def build_gru(E, x, kernel, recurrent_kernel, bias, h0, mask, *, H: int, reset_after: bool,
               activation: str, recurrent_activation: str, go_backwards: bool,
               zero_output_for_mask: bool):
@@ -89,49 +171,24 @@ def build_gru(E, x, kernel, recurrent_kernel, bias, h0, mask, *, H: int, reset_a
     `(T, B)` or None. Returns `(outputs (T, B, H) in processing order, final_state (B, H))`.
     """
     attrs = gru_attributes(activation, recurrent_activation, H, reset_after, go_backwards)
-    W = E.op("Unsqueeze", E.op("Transpose", kernel, perm=[1, 0]), E.ints([0]))
-    R = E.op("Unsqueeze", E.op("Transpose", recurrent_kernel, perm=[1, 0]), E.ints([0]))
-    if bias is None:
-        B = E.op("CastLike", E.op("ConstantOfShape", E.ints([1, 6 * H])), x)
-    elif reset_after:  # rows [input | recurrent] are already ONNX's [Wb | Rb]
-        B = E.op("Reshape", bias, E.ints([1, 6 * H]))
-    else:  # input bias only: the recurrent half is zero
-        B = E.op("Unsqueeze", E.op("Pad", bias, E.ints([0, 3 * H])), E.ints([0]))
-    h_init = E.op("Unsqueeze", h0, E.ints([0]))
+    weights = _onnx_weights(E, x, kernel, recurrent_kernel, bias, H=H, reset_after=reset_after)
+    (result,) = _run_gru_node(E, x, [weights], [h0], mask, H=H, attrs=attrs,
+                              zero_outputs=[zero_output_for_mask])
+    return result
 
-    if mask is None:
-        Y, Y_h = E.op("GRU", x, W, R, B, E.none(), h_init, n_out=2, **attrs)
-        outputs = E.op("Squeeze", Y, E.ints([1]))
-        final = E.op("Squeeze", Y_h, E.ints([0]))
-        return (_flip_time(E, outputs) if go_backwards else outputs), final
 
-    # A right-padded mask (True for the first lens[b] steps of row b) is ONNX's
-    # sequence_lens; the forward direction then stops at lens-1 and the reverse one starts
-    # there, as Keras skips the masked steps.
-    lens = E.op("ReduceSum", E.op("Cast", mask, to=7), E.ints([0]), keepdims=0)  # int64 (B,)
-    Y, Y_h = E.op("GRU", x, W, R, B, E.op("Cast", lens, to=6), h_init, n_out=2, **attrs)
-    Y = E.op("Squeeze", Y, E.ints([1]))
-    Y_h = E.op("Squeeze", Y_h, E.ints([0]))
+def build_bidirectional(E, x, forward, backward, mask, *, H: int, reset_after: bool,
+                        activation: str, recurrent_activation: str, zero_output_for_mask):
+    """Emits one `direction="bidirectional"` GRU node for two gru_forward calls on the same
+    x and mask, the first with go_backwards=False, the second with go_backwards=True.
 
-    T = E.op("Squeeze", E.op("Shape", x, start=0, end=1), E.ints([0]))
-    steps = E.op("Range", E.int_scalar(0), T, E.int_scalar(1))
-    valid = E.op("Less", E.op("Unsqueeze", steps, E.ints([1])),
-                 E.op("Unsqueeze", lens, E.ints([0])))                           # (T, B)
-    started = E.op("Unsqueeze", E.op("Greater", lens, E.int_scalar(0)), E.ints([1]))  # (B, 1)
-    zero = E.scalar_like(0.0, x)
-    # A row with no valid step keeps its initial state (Keras), whatever the runtime reports.
-    final = E.op("Where", started, Y_h, h0)
-    # Masked steps repeat the previous output: the last valid one going forward (the final
-    # state), zeros going backwards (the masked steps come first) or with zero_output_for_mask.
-    held = zero if (go_backwards or zero_output_for_mask) else E.op("Where", started, Y_h, zero)
-    outputs = E.op("Where", E.op("Unsqueeze", valid, E.ints([2])), Y, held)
-
-    # A mask with holes is not a sequence length: such rows come out as NaN rather than as
-    # silently different numbers.
-    agrees = E.op("Equal", E.op("Cast", mask, to=7), E.op("Cast", valid, to=7))
-    row_ok = E.op("ReduceMin", E.op("Cast", agrees, to=7), E.ints([0]), keepdims=0)
-    row_ok = E.op("Unsqueeze", E.op("Cast", row_ok, to=9), E.ints([1]))            # (B, 1)
-    nan = E.scalar_like(float("nan"), x)
-    outputs = E.op("Where", E.op("Unsqueeze", row_ok, E.ints([0])), outputs, nan)
-    final = E.op("Where", row_ok, final, nan)
-    return (_flip_time(E, outputs) if go_backwards else outputs), final
+    `forward` and `backward` are each `(kernel, recurrent_kernel, bias, h0)`;
+    `zero_output_for_mask` is a pair. Returns `[(outputs, final_state)] * 2`, each as
+    build_gru returns it (the backward outputs in its processing order).
+    """
+    attrs = gru_attributes(activation, recurrent_activation, H, reset_after, False)
+    attrs["direction"] = "bidirectional"
+    weights = [_onnx_weights(E, x, *params[:3], H=H, reset_after=reset_after)
+               for params in (forward, backward)]
+    return _run_gru_node(E, x, weights, [forward[3], backward[3]], mask, H=H, attrs=attrs,
+                         zero_outputs=list(zero_output_for_mask))
