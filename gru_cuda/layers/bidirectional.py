@@ -11,6 +11,7 @@ from gru_cuda import conversion
 from gru_cuda.layers._base import _KerasLayerMixin, _RecurrentMixin
 from gru_cuda.layers.gru import GRU
 from gru_cuda.layers.rnn import RNN
+from gru_cuda.onnx import _bidirectional
 
 __all__ = ["Bidirectional"]
 
@@ -145,9 +146,16 @@ class Bidirectional(_KerasLayerMixin, nn.Module):
             half = len(initial_state) // 2
             forward_state = list(initial_state[:half]) or None
             backward_state = list(initial_state[half:]) or None
-        y = self.forward_layer(inputs, mask=mask, initial_state=forward_state, training=training)
-        y_rev = self.backward_layer(inputs, mask=mask, initial_state=backward_state,
-                                    training=training)
+        # Under torch.onnx.export both runs may come from one op (one bidirectional ONNX GRU
+        # node); each layer then shapes its share of the result as usual. None otherwise.
+        runs = _bidirectional.export_runs(self, inputs, mask, forward_state, backward_state,
+                                          training) or (None, None)
+        with _bidirectional.replaying(self.forward_layer, runs[0]):
+            y = self.forward_layer(inputs, mask=mask, initial_state=forward_state,
+                                   training=training)
+        with _bidirectional.replaying(self.backward_layer, runs[1]):
+            y_rev = self.backward_layer(inputs, mask=mask, initial_state=backward_state,
+                                        training=training)
         states = ()
         if self.return_state:
             states = tuple(y[1:]) + tuple(y_rev[1:])

@@ -61,15 +61,37 @@ def translate_gru_forward(x, kernel, recurrent_kernel, bias, h0, mask, input_dro
     return outputs, final, states, workspace
 
 
+def translate_gru_bidirectional_forward(x, kernel_f, recurrent_kernel_f, bias_f, h0_f,
+                                        kernel_b, recurrent_kernel_b, bias_b, h0_b, mask,
+                                        reset_after, activation, recurrent_activation,
+                                        zero_output_for_mask_f, zero_output_for_mask_b):
+    """ONNX form of gru_bidirectional_forward: one bidirectional GRU node."""
+    (out_f, final_f), (out_b, final_b) = _graph.build_bidirectional(
+        _ScriptEmitter(), x, (kernel_f, recurrent_kernel_f, bias_f, h0_f),
+        (kernel_b, recurrent_kernel_b, bias_b, h0_b), mask,
+        H=int(recurrent_kernel_f.shape[0]), reset_after=bool(reset_after),
+        activation=_graph.activation_name(activation, "activation"),
+        recurrent_activation=_graph.activation_name(recurrent_activation,
+                                                    "recurrent_activation"),
+        zero_output_for_mask=(bool(zero_output_for_mask_f), bool(zero_output_for_mask_b)))
+    return out_f, final_f, out_b, final_b
+
+
 def _add(table) -> None:
     import torch
     from torch.onnx._internal.exporter import _registration
 
-    target = torch.ops.gru_cuda.gru_forward.default
-    if not any(m.fx_target is target for m in table._registry):
-        table._registry.append(_registration.OnnxDecompMeta(
-            onnx_function=translate_gru_forward, fx_target=target, signature=None,
-            is_custom=True, skip_signature_inference=True))
+    from gru_cuda.onnx import _bidirectional  # defines the op
+
+    del _bidirectional
+    for target, function in (
+            (torch.ops.gru_cuda.gru_forward.default, translate_gru_forward),
+            (torch.ops.gru_cuda.gru_bidirectional_forward.default,
+             translate_gru_bidirectional_forward)):
+        if not any(m.fx_target is target for m in table._registry):
+            table._registry.append(_registration.OnnxDecompMeta(
+                onnx_function=function, fx_target=target, signature=None,
+                is_custom=True, skip_signature_inference=True))
 
 
 def register() -> None:

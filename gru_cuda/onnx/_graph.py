@@ -188,6 +188,9 @@ def build_bidirectional(E, x, forward, backward, mask, *, H: int, reset_after: b
     """
     attrs = gru_attributes(activation, recurrent_activation, H, reset_after, False)
     attrs["direction"] = "bidirectional"
+    for key in ("activations", "activation_alpha", "activation_beta"):
+        if key in attrs:  # listed per direction: [f, g] of the forward, then of the reverse
+            attrs[key] = attrs[key] * 2
     weights = [_onnx_weights(E, x, *params[:3], H=H, reset_after=reset_after)
                for params in (forward, backward)]
     return _run_gru_node(E, x, weights, [forward[3], backward[3]], mask, H=H, attrs=attrs,

@@ -72,5 +72,31 @@ def gru_forward_symbolic(g, x, kernel, recurrent_kernel, bias, h0, mask, input_d
     return outputs, final, g.op("Identity", outputs), g.op("Identity", outputs)
 
 
+def _optional(t):
+    return None if sh._is_none(t) else t
+
+
+def gru_bidirectional_forward_symbolic(g, x, kernel_f, recurrent_kernel_f, bias_f, h0_f,
+                                       kernel_b, recurrent_kernel_b, bias_b, h0_b, mask,
+                                       reset_after, activation, recurrent_activation,
+                                       zero_output_for_mask_f, zero_output_for_mask_b):
+    """TorchScript symbolic of gru_bidirectional_forward: one bidirectional GRU node."""
+    sizes = sh._get_tensor_sizes(recurrent_kernel_f)
+    if not sizes or sizes[0] is None:
+        raise _graph.ExportError("gru_cuda ONNX export: recurrent_kernel needs a static shape")
+    (out_f, final_f), (out_b, final_b) = _graph.build_bidirectional(
+        _GraphEmitter(g), x, (kernel_f, recurrent_kernel_f, _optional(bias_f), h0_f),
+        (kernel_b, recurrent_kernel_b, _optional(bias_b), h0_b), _optional(mask), H=int(sizes[0]),
+        reset_after=bool(_const(reset_after, "b", "reset_after")),
+        activation=_graph.activation_name(_const(activation, "i", "activation"), "activation"),
+        recurrent_activation=_graph.activation_name(
+            _const(recurrent_activation, "i", "recurrent_activation"), "recurrent_activation"),
+        zero_output_for_mask=(bool(_const(zero_output_for_mask_f, "b", "zero_output_for_mask")),
+                              bool(_const(zero_output_for_mask_b, "b", "zero_output_for_mask"))))
+    return out_f, final_f, out_b, final_b
+
+
 def register() -> None:
     torch.onnx.register_custom_op_symbolic("gru_cuda::gru_forward", gru_forward_symbolic, OPSET)
+    torch.onnx.register_custom_op_symbolic("gru_cuda::gru_bidirectional_forward",
+                                           gru_bidirectional_forward_symbolic, OPSET)

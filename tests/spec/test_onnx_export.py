@@ -208,21 +208,37 @@ def test_initial_state_rnn_functional_dropout(tmp_path):
     _check(model, lambda B, T: (_x(B, T), torch.randn(B, H)), tmp_path, gru_nodes=4)
 
 
-def test_bidirectional(tmp_path):
-    layers = []
-    for merge_mode in ("concat", "sum"):
-        bi = gru_cuda.Bidirectional(_layer(), merge_mode=merge_mode)
-        bi(_x(2, 3))
-        layers.append(bi)
-    # Each direction is its own GRU node (forward and reverse).
-    _check(_Several(layers), lambda B, T: (_x(B, T),), tmp_path, gru_nodes=4)
+def _bidirectional(merge_mode, backward_layer=None, **kw):
+    bi = gru_cuda.Bidirectional(_layer(**kw), merge_mode=merge_mode,
+                                backward_layer=backward_layer)
+    bi(_x(2, 3))  # builds the backward copy
+    with torch.no_grad():
+        for p in bi.parameters():
+            p.uniform_(-0.5, 0.5)
+    return bi
+
+
+def test_bidirectional_is_one_node(tmp_path):
+    # Every merge mode, both conventions, a mask with holes and return_state: one
+    # bidirectional GRU node per layer. A backward layer with another activation cannot share
+    # the node: that layer stays a forward and a reverse node.
+    layers = [_bidirectional(mode, reset_after=mode != "sum")
+              for mode in ("concat", "sum", "mul", "ave", None)]
+    other = _layer(go_backwards=True, activation="relu")
+    layers.append(_bidirectional("concat", backward_layer=other))
+    proto = _check(_Several(layers, inputs="mask"),
+                   lambda B, T: (_x(B, T), _mask(B, T, holes=True)), tmp_path, gru_nodes=7)
+    assert sorted(a["direction"] for a in _gru_attrs(proto)) == (
+        [b"bidirectional"] * 5 + [b"forward", b"reverse"])
 
 
 def test_torchscript_exporter(tmp_path):
     configs = [{"activation": "hard_sigmoid"}, {"go_backwards": True, "reset_after": False}]
-    model = _Several([_layer(**kw) for kw in configs], inputs="mask")
-    _check(model, lambda B, T: (_x(B, T), _mask(B, T, holes=True)), tmp_path, gru_nodes=2,
-           dynamo=False)
+    layers = [_layer(**kw) for kw in configs] + [_bidirectional("ave", reset_after=False)]
+    proto = _check(_Several(layers, inputs="mask"),
+                   lambda B, T: (_x(B, T), _mask(B, T, holes=True)), tmp_path, gru_nodes=3,
+                   dynamo=False)
+    assert b"bidirectional" in [a["direction"] for a in _gru_attrs(proto)]
 
 
 @pytest.mark.parametrize("option,value,dynamo", [
