@@ -122,17 +122,9 @@ void input_projection(const Tensor& gx, const Tensor& x, const Tensor& W, const 
 RecurrentCell cell_of(const Tensor& U, const Tensor& h0, const Tensor& mask, const Tensor& rdm,
                       bool reset_after, int activation, int recurrent_activation,
                       bool go_backwards, bool zero_output_for_mask) {
-  RecurrentCell c;
-  c.U = U;
-  c.h0 = h0;
-  c.mask = mask;
-  c.rdm = rdm;
-  c.reset_after = reset_after;
-  c.activation = activation;
-  c.recurrent_activation = recurrent_activation;
-  c.go_backwards = go_backwards;
-  c.zero_output_for_mask = zero_output_for_mask;
-  return c;
+  return {.U = U, .h0 = h0, .mask = mask, .rdm = rdm, .reset_after = reset_after,
+          .activation = activation, .recurrent_activation = recurrent_activation,
+          .go_backwards = go_backwards, .zero_output_for_mask = zero_output_for_mask};
 }
 
 // The one place where the kernel path of a call is decided and run. A persistent path whose
@@ -188,16 +180,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_impl(
   input_projection<T>(gx, xc, Wc, b_i, idm, stream);
 
   // 2. The recurrence.
-  ForwardRecurrence r;
-  r.cell = cell_of(U, h0c, mc, rdm, reset_after, activation, recurrent_activation, go_backwards,
-                   zero_output_for_mask);
-  r.gx = gx;
-  r.bias = bc;
-  r.outputs = outputs;
-  r.final_state = final_state;
-  r.states = states;
-  r.workspace = workspace;
-  run_recurrence<T>(r);
+  const RecurrentCell cell = cell_of(U, h0c, mc, rdm, reset_after, activation,
+                                     recurrent_activation, go_backwards, zero_output_for_mask);
+  run_recurrence<T>(ForwardRecurrence{.cell = cell, .gx = gx, .bias = bc, .outputs = outputs,
+                                      .final_state = final_state, .states = states,
+                                      .workspace = workspace});
   return {outputs, final_state, states, workspace};
 }
 
@@ -252,17 +239,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_impl(
   T* const aux_p = ptr<T>(aux);
 
   // The recurrence: dG, aux and grad_h0.
-  BackwardRecurrence r;
-  r.cell = cell_of(U, h0c, mc, rdm, reset_after, activation, recurrent_activation, go_backwards,
-                   zero_output_for_mask);
-  r.grad_outputs = dY;
-  r.grad_final_state = dS;
-  r.states = st;
-  r.workspace = ws;
-  r.dgates = dG;
-  r.aux = aux;
-  r.grad_h0 = grad_h0;
-  run_recurrence<T>(r);
+  const RecurrentCell cell = cell_of(U, h0c, mc, rdm, reset_after, activation,
+                                     recurrent_activation, go_backwards, zero_output_for_mask);
+  run_recurrence<T>(BackwardRecurrence{.cell = cell, .grad_outputs = dY, .grad_final_state = dS,
+                                       .states = st, .workspace = ws, .dgates = dG, .aux = aux,
+                                       .grad_h0 = grad_h0});
 
   const Tensor dG2 = dG.view({TB, 3 * H});
   const Tensor aux2 = aux.view({TB, H});
