@@ -13,7 +13,8 @@
 #include "kernels/persistent/persistent_capacity.h"
 
 #ifdef GRU_CUDA_WITH_CUDA
-#include "cuda/gru_persistent_dispatch.h"
+#include "cuda/path_choice.h"
+#include "cuda/persistent.h"
 #endif
 
 namespace gru_cuda {
@@ -154,7 +155,7 @@ inline void register_pybind(pybind11::module_& m) {
 #ifdef GRU_CUDA_WITH_CUDA
   m.def(
       "persistent_device_caps",
-      [](int device) { return caps_to_dict(device_caps(device)); }, py::arg("device"),
+      [](int device) { return caps_to_dict(gru_cuda::device_caps(device)); }, py::arg("device"),
       "The capacity-model view of a CUDA device.");
   m.def(
       "persistent_max_active_clusters",
@@ -166,15 +167,16 @@ inline void register_pybind(pybind11::module_& m) {
       "device holds at once (cudaOccupancyMaxActiveClusters on the float32 reset_after "
       "tanh/sigmoid forward cluster kernel); 0 where clusters are unsupported or none fit.");
   m.def(
-      "persistent_set_path", [](const std::string& name) { set_forced_path(parse_path(name)); },
+      "persistent_set_path",
+      [](const std::string& name) { gru_cuda::set_forced_path(parse_path(name)); },
       py::arg("name"), "Force a kernel path for every later CUDA call ('auto' to undo).");
   m.def(
-      "persistent_get_path", []() { return std::string(path_name(forced_path())); },
+      "persistent_get_path", []() { return std::string(path_name(gru_cuda::forced_path())); },
       "The forced kernel path, or 'auto'.");
   m.def(
       "persistent_last_path",
       []() {
-        const LastRun r = last_run();
+        const gru_cuda::LastRun r = gru_cuda::last_run();
         py::dict d;
         d["forward"] = r.forward_path;
         d["forward_reason"] = r.forward_reason;

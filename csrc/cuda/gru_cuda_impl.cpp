@@ -1,23 +1,21 @@
-// CUDA implementation of the gru ops: the stepwise path (schemas and contract in
-// csrc/gru_ops.cpp, derivation in docs/algorithm.md).
+// CUDA implementation of the gru ops (schemas and contract in csrc/gru_ops.cpp, derivation in
+// docs/algorithm.md): checks, the input projection, the recurrence on the kernel path chosen for
+// the call (run_recurrence: path_choice.h decides, stepwise.h or persistent.h runs it), and the
+// weight-gradient GEMMs after the backward recurrence, which both paths share.
 //
 // GEMMs go through ATen (cuBLAS on the current stream; float32 follows
 // torch.backends.cuda.matmul.allow_tf32, so it stays exact fp32 unless the user allows TF32);
 // the pointwise work runs in the torch-free kernels of csrc/kernels/. Every buffer is allocated
-// before the time loop; inside it there are only GEMMs into preallocated buffers (through views)
-// and kernel launches on the caller's stream: no allocation, no host synchronisation, so a
-// forward pass can be captured in a CUDA graph.
+// before the recurrence, whose stepwise loop allocates nothing either, so a forward pass can be
+// captured in a CUDA graph.
 //
-// Buffers per call (D = the dtype of x, A = float, or double for float64):
-//   forward:  gx (T, B, 3H) D input projection; (3, B, H) D recurrent GEMM result; with recurrent
-//             dropout (3, B, H) D dropped state; reset_after=False: 2 x (B, H) D (r ⊙ hd_h and
-//             its product); with a shared or per-gate input dropout mask (T, B, F) D (x ⊙ m);
-//             without save_for_backward: (2, B, H) D ping-pong state (+ (B, 3H) D scratch
-//             workspace for reset_after=False).
+// Buffers per call (D = the dtype of x, A = float, or double for float64), beyond the path's
+// own (stepwise.cpp, persistent.cpp):
+//   forward:  gx (T, B, 3H) D input projection; with a shared or per-gate input dropout mask
+//             (T, B, F) D (x ⊙ m).
 //   backward: (T, B, 3H) D gate gradients and (T, B, H) D side buffer, both by input time;
-//             (B, H) A running dh (+ (B, H) A carried output gradient with a mask and
-//             zero_output_for_mask=False); (G, B, H) D GEMM result; (T, B, H) D previous states
-//             for grad U; (T, B, F) D with input dropout; column-sum partials for grad_bias.
+//             (T, B, H) D previous states for grad U; (T, B, F) D with input dropout; column-sum
+//             partials (A) for grad_bias.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
@@ -30,7 +28,10 @@
 #include <tuple>
 #include <type_traits>
 
-#include "cuda/gru_persistent_dispatch.h"
+#include "cuda/path_choice.h"
+#include "cuda/persistent.h"
+#include "cuda/recurrence.h"
+#include "cuda/stepwise.h"
 #include "gru_checks.h"
 #include "kernels/step/gru_kernels.h"
 
@@ -59,10 +60,6 @@ T* ptr(const Tensor& t) {
   return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
 }
 
-const bool* mask_ptr(const Tensor& t) {
-  return t.defined() ? static_cast<const bool*>(t.data_ptr()) : nullptr;
-}
-
 Tensor contiguous_or_undefined(const std::optional<Tensor>& t) {
   return t.has_value() && t->defined() ? t->contiguous() : Tensor();
 }
@@ -74,11 +71,10 @@ void check_cuda_input(const Tensor& x) {
                    "gru (CUDA): x must be float32, float64, float16 or bfloat16, got ", st);
 }
 
-// GEMMs into preallocated outputs (often views: column blocks, batch rows). ATen hands strided
-// operands with a unit inner stride straight to cuBLAS (leading dimensions, batch strides), so
-// none of these copies. The out argument is taken by value so that a view can be passed.
+// GEMMs into preallocated outputs (often views: column blocks). ATen hands strided operands
+// with a unit inner stride straight to cuBLAS (leading dimensions), so none of these copies.
+// The out argument is taken by value so that a view can be passed.
 void mm_into(Tensor out, const Tensor& a, const Tensor& b) { at::mm_out(out, a, b); }
-void bmm_into(Tensor out, const Tensor& a, const Tensor& b) { at::bmm_out(out, a, b); }
 void addmm_into(Tensor out, const Tensor& bias, const Tensor& a, const Tensor& b) {
   at::addmm_out(out, bias, a, b);
 }
@@ -123,6 +119,31 @@ void input_projection(const Tensor& gx, const Tensor& x, const Tensor& W, const 
   }
 }
 
+RecurrentCell cell_of(const Tensor& U, const Tensor& h0, const Tensor& mask, const Tensor& rdm,
+                      bool reset_after, int activation, int recurrent_activation,
+                      bool go_backwards, bool zero_output_for_mask) {
+  return {.U = U, .h0 = h0, .mask = mask, .rdm = rdm, .reset_after = reset_after,
+          .activation = activation, .recurrent_activation = recurrent_activation,
+          .go_backwards = go_backwards, .zero_output_for_mask = zero_output_for_mask};
+}
+
+// The one place where the kernel path of a call is decided and run. A persistent path whose
+// every launch the device refused (persistent::run recorded why) leaves the call to stepwise.
+template <typename T, typename Recurrence>
+void run_recurrence(const Recurrence& r) {
+  const PathChoice choice = choose_path(r);
+  switch (choice.path) {
+    case Path::kGrid:
+    case Path::kCluster:
+      if (persistent::run(choice, r)) return;
+      [[fallthrough]];
+    case Path::kStepwise:
+    case Path::kAuto:  // never chosen: choose_path resolves it
+      stepwise::run<T>(r);
+      return;
+  }
+}
+
 template <typename T>
 std::tuple<Tensor, Tensor, Tensor, Tensor> forward_impl(
     const GruSizes& sz, const Tensor& x, const Tensor& kernel, const Tensor& recurrent_kernel,
@@ -131,7 +152,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_impl(
     const std::optional<Tensor>& recurrent_dropout_mask, bool reset_after, int activation,
     int recurrent_activation, bool go_backwards, bool zero_output_for_mask,
     bool save_for_backward) {
-  const int64_t T_ = sz.T, B = sz.B, H = sz.H, BH = B * H;
+  const int64_t T_ = sz.T, B = sz.B, H = sz.H;
   const int64_t W = (reset_after ? 4 : 3) * H;
   const auto opts = x.options();
   Tensor outputs = at::empty({T_, B, H}, opts);
@@ -152,114 +173,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_impl(
   const Tensor mc = contiguous_or_undefined(mask);
   const Tensor idm = contiguous_or_undefined(input_dropout_mask);
   const Tensor rdm = contiguous_or_undefined(recurrent_dropout_mask);
-  const bool has_rdm = rdm.defined();
 
   // 1. The input projection of every step, with b_i (all of the bias for reset_after=False).
   const Tensor b_i = !bc.defined() ? Tensor() : (reset_after ? bc.select(0, 0) : bc);
-  const T* b_h = bc.defined() && reset_after ? ptr<T>(bc) + 3 * H : nullptr;
   Tensor gx = at::empty({T_, B, 3 * H}, opts);
   input_projection<T>(gx, xc, Wc, b_i, idm, stream);
-  // The persistent kernel runs the whole recurrence in one launch when it fits (and is allowed).
-  if (persistent::try_forward(gx, U, bc, h0c, mc, rdm, reset_after, activation,
-                              recurrent_activation, go_backwards, zero_output_for_mask, outputs,
-                              final_state, states, workspace)) {
-    return {outputs, final_state, states, workspace};
-  }
 
-  // 2. Buffers and views of the loop, all made before it.
-  const int dropped_gates = reset_after ? 3 : 2;  // gates whose GEMM reads the dropped state
-  Tensor gh = at::empty({3 * BH}, opts);
-  Tensor gh_rows = gh.view({B, 3 * H});                   // no dropout, reset_after
-  Tensor gzr_rows = gh.narrow(0, 0, 2 * BH).view({B, 2 * H});  // no dropout, reset_before
-  Tensor gh_gates = gh.narrow(0, 0, dropped_gates * BH).view({dropped_gates, B, H});
-  Tensor hd = has_rdm ? at::empty({dropped_gates, B, H}, opts) : Tensor();
-  // U3[g] = U_g as a (H, H) view (strides (H, 3H, 1)): batched GEMMs read it in place.
-  const Tensor U3 = U.view({H, 3, H}).permute({1, 0, 2}).narrow(0, 0, dropped_gates);
-  const Tensor U_zr = U.narrow(1, 0, 2 * H);
-  const Tensor U_h = U.narrow(1, 2 * H, H);
-  Tensor rh = reset_after ? Tensor() : at::empty({B, H}, opts);
-  Tensor ghh = reset_after ? Tensor() : at::empty({B, H}, opts);
-  Tensor ping = save_for_backward ? Tensor() : at::empty({2, B, H}, opts);
-  Tensor ws_scratch =
-      (!save_for_backward && !reset_after) ? at::empty({B, 3 * H}, opts) : Tensor();
-  if (has_rdm) {  // hd_g = h0 ⊙ q_g for the first step; each step then writes the next one's
-    kn::gru_mask_multiply<T>(ptr<T>(hd), ptr<T>(h0c), ptr<T>(rdm), dropped_gates, 1, BH, false,
-                             stream);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-
-  T* const out_p = ptr<T>(outputs);
-  T* const gx_p = ptr<T>(gx);
-  const bool* const mask_p = mask_ptr(mc);
-  // The carried state after `step`: states[step], or one half of the ping-pong buffer.
-  const Tensor& state_buf = save_for_backward ? states : ping;
-  auto state_index = [&](int64_t step) { return save_for_backward ? step : step & 1; };
-
-  // 3. The time loop. Pointers by arithmetic; views only where a GEMM needs a tensor.
-  for (int64_t step = 0; step < T_; ++step) {
-    const int64_t tau = go_backwards ? T_ - 1 - step : step;
-    T* const ws_row = save_for_backward ? ptr<T>(workspace) + step * B * W : ptr<T>(ws_scratch);
-
-    kn::ForwardStepArgs<T> a;
-    a.B = B;
-    a.H = H;
-    a.gx = gx_p + tau * B * 3 * H;
-    a.h_prev = step == 0 ? ptr<T>(h0c) : ptr<T>(state_buf) + state_index(step - 1) * BH;
-    a.mask = mask_p != nullptr ? mask_p + tau * B : nullptr;
-    a.out_prev = step > 0 ? out_p + (step - 1) * BH : nullptr;
-    a.recurrent_dropout = ptr<T>(rdm);
-    a.zero_output_for_mask = zero_output_for_mask;
-    a.out = out_p + step * BH;
-    a.state = ptr<T>(state_buf) + state_index(step) * BH;
-    a.hd_next = has_rdm && step + 1 < T_ ? ptr<T>(hd) : nullptr;
-    auto h_prev = [&]() { return step == 0 ? h0c : state_buf.select(0, state_index(step - 1)); };
-
-    if (reset_after) {
-      if (has_rdm) {
-        bmm_into(gh_gates, hd, U3);  // (3, B, H): gate g is hd_g U_g
-        a.gh_row_stride = H;
-        a.gh_gate_stride = BH;
-      } else {
-        mm_into(gh_rows, h_prev(), U);  // (B, 3H)
-        a.gh_row_stride = 3 * H;
-        a.gh_gate_stride = H;
-      }
-      a.gh = ptr<T>(gh);
-      a.recurrent_bias = b_h;
-      a.workspace = save_for_backward ? ws_row : nullptr;
-      kn::gru_forward_step_reset_after<T>(a, activation, recurrent_activation, stream);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      continue;
-    }
-
-    kn::ForwardResetGateArgs<T> g;
-    g.B = B;
-    g.H = H;
-    g.gx = a.gx;
-    if (has_rdm) {
-      bmm_into(gh_gates, hd, U3);  // (2, B, H)
-      g.gzr_row_stride = H;
-      g.gzr_gate_stride = BH;
-    } else {
-      mm_into(gzr_rows, h_prev(), U_zr);  // (B, 2H)
-      g.gzr_row_stride = 2 * H;
-      g.gzr_gate_stride = H;
-    }
-    g.gzr = ptr<T>(gh);
-    g.h_prev = a.h_prev;
-    g.recurrent_dropout = a.recurrent_dropout;
-    g.workspace = ws_row;
-    g.rh = ptr<T>(rh);
-    kn::gru_forward_reset_gate<T>(g, recurrent_activation, stream);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    mm_into(ghh, rh, U_h);  // (r ⊙ hd_h) U_h
-    a.gh = ptr<T>(ghh);
-    a.gh_row_stride = H;
-    a.workspace = ws_row;
-    kn::gru_forward_step_reset_before<T>(a, activation, recurrent_activation, stream);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  final_state.copy_(state_buf.select(0, state_index(T_ - 1)));
+  // 2. The recurrence.
+  const RecurrentCell cell = cell_of(U, h0c, mc, rdm, reset_after, activation,
+                                     recurrent_activation, go_backwards, zero_output_for_mask);
+  run_recurrence<T>(ForwardRecurrence{.cell = cell, .gx = gx, .bias = bc, .outputs = outputs,
+                                      .final_state = final_state, .states = states,
+                                      .workspace = workspace});
   return {outputs, final_state, states, workspace};
 }
 
@@ -273,7 +198,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_impl(
     int activation, int recurrent_activation, bool go_backwards, bool zero_output_for_mask) {
   using Acc = kn::acc_t<T>;
   const int64_t T_ = sz.T, B = sz.B, F = sz.F, H = sz.H, BH = B * H, TB = sz.T * sz.B;
-  const int64_t W = (reset_after ? 4 : 3) * H;
   const auto opts = x.options();
   const auto acc_opts = opts.dtype(std::is_same_v<T, double> ? at::kDouble : at::kFloat);
   Tensor grad_x = at::empty({T_, B, F}, opts);
@@ -307,92 +231,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_impl(
   const bool has_rdm = rdm.defined();
 
   // Gate gradients by input time τ, so that they pair with x (and with hp below) in the big
-  // GEMMs after the loop. reset_after=True: dG = dgh = [da_z | da_r | da_h ⊙ r], aux = da_h
+  // GEMMs after the recurrence. reset_after=True: dG = dgh = [da_z | da_r | da_h ⊙ r], aux = da_h
   // (dgx = [da_z | da_r | aux]). reset_after=False: dG = dgx = dgh, aux = r ⊙ hd_h.
   Tensor dG = at::empty({T_, B, 3 * H}, opts);
   Tensor aux = at::empty({T_, B, H}, opts);
-  Tensor dh_part = at::empty({B, H}, acc_opts);
-  Tensor dcarry = mc.defined() && !zero_output_for_mask ? at::zeros({B, H}, acc_opts) : Tensor();
-  // The Uᵀ GEMM result: summed over the gates without recurrent dropout (one GEMM), else one
-  // (B, H) block per gate, masked by q_g when read.
-  const int gates = has_rdm ? (reset_after ? 3 : 2) : 1;
-  Tensor dhg = at::empty({gates, B, H}, opts);
-  Tensor dhg_rows = dhg.view({gates * B, H});  // (B, H) when gates == 1
-  Tensor drh = reset_after ? Tensor() : at::empty({B, H}, opts);
-  // U3t[g] = U_gᵀ as a (H, H) view (strides (H, 1, 3H)).
-  const Tensor U3t = U.view({H, 3, H}).permute({1, 2, 0}).narrow(0, 0, gates);
-  const Tensor Ut = U.t();
-  const Tensor U_zr_t = U.narrow(1, 0, 2 * H).t();
-  const Tensor U_h_t = U.narrow(1, 2 * H, H).t();
-
   T* const dG_p = ptr<T>(dG);
   T* const aux_p = ptr<T>(aux);
-  const bool* const mask_p = mask_ptr(mc);
 
-  const bool persistent_done = persistent::try_backward(
-      dY, dS, U, h0c, st, ws, mc, rdm, reset_after, activation, recurrent_activation,
-      go_backwards, zero_output_for_mask, dG, aux, grad_h0);
-  for (int64_t step = T_ - 1; step >= 0 && !persistent_done; --step) {
-    const int64_t tau = go_backwards ? T_ - 1 - step : step;
-    const bool first = step == T_ - 1;
-    kn::BackwardStepArgs<T> a;
-    a.B = B;
-    a.H = H;
-    a.grad_final_state = first ? ptr<T>(dS) : nullptr;
-    a.dh_part = ptr<Acc>(dh_part);
-    a.dhg = first ? nullptr : ptr<T>(dhg);
-    a.dhg_gate_stride = BH;
-    a.dhg_gates = first ? 0 : gates;
-    a.recurrent_dropout = ptr<T>(rdm);
-    a.grad_out = ptr<T>(dY) + step * BH;
-    a.dcarry = ptr<Acc>(dcarry);
-    a.mask = mask_p != nullptr ? mask_p + tau * B : nullptr;
-    a.h_prev = step == 0 ? ptr<T>(h0c) : ptr<T>(st) + (step - 1) * BH;
-    a.workspace = ptr<T>(ws) + step * B * W;
-    a.dgates = dG_p + tau * B * 3 * H;
-    a.aux = aux_p + tau * BH;
-    const Tensor dG_row = dG.select(0, tau);  // (B, 3H)
-    // Gate-major view (gates, B, H) of this row for the batched GEMM (recurrent dropout only).
-    auto dG_gates = [&]() { return dG_row.view({B, 3, H}).transpose(0, 1).narrow(0, 0, gates); };
-
-    if (reset_after) {
-      kn::gru_backward_step_reset_after<T>(a, activation, recurrent_activation, stream);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      if (has_rdm) {
-        bmm_into(dhg, dG_gates(), U3t);
-      } else {
-        mm_into(dhg_rows, dG_row, Ut);
-      }
-      continue;
-    }
-
-    kn::gru_backward_step_reset_before<T>(a, activation, recurrent_activation, stream);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    mm_into(drh, dG_row.narrow(1, 2 * H, H), U_h_t);
-    kn::BackwardResetGateArgs<T> g;
-    g.B = B;
-    g.H = H;
-    g.drh = ptr<T>(drh);
-    g.h_prev = a.h_prev;
-    g.recurrent_dropout = a.recurrent_dropout;
-    g.mask = a.mask;
-    g.workspace = a.workspace;
-    g.dh_part = a.dh_part;
-    g.dgates = a.dgates;
-    g.aux = a.aux;
-    kn::gru_backward_reset_gate<T>(g, recurrent_activation, stream);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    if (has_rdm) {
-      bmm_into(dhg, dG_gates(), U3t);
-    } else {
-      mm_into(dhg_rows, dG_row.narrow(1, 0, 2 * H), U_zr_t);
-    }
-  }
-  if (!persistent_done) {
-    kn::gru_finish_grad_h0<T>(ptr<T>(grad_h0), ptr<Acc>(dh_part), ptr<T>(dhg), BH, gates,
-                              ptr<T>(rdm), B, H, stream);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
+  // The recurrence: dG, aux and grad_h0.
+  const RecurrentCell cell = cell_of(U, h0c, mc, rdm, reset_after, activation,
+                                     recurrent_activation, go_backwards, zero_output_for_mask);
+  run_recurrence<T>(BackwardRecurrence{.cell = cell, .grad_outputs = dY, .grad_final_state = dS,
+                                       .states = st, .workspace = ws, .dgates = dG, .aux = aux,
+                                       .grad_h0 = grad_h0});
 
   const Tensor dG2 = dG.view({TB, 3 * H});
   const Tensor aux2 = aux.view({TB, H});
@@ -409,6 +260,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_impl(
       const int64_t cols = reset_after ? 3 * H : 2 * H;
       mm_into(grad_U.narrow(1, 0, cols), hp_t, dG2.narrow(1, 0, cols));
     } else {
+      const int64_t gates = reset_after ? 3 : 2;  // gates whose GEMM reads the dropped state
       for (int64_t g = 0; g < gates; ++g) {  // hp is reused: the stream orders the GEMMs
         kn::gru_gather_previous_states<T>(ptr<T>(hp), ptr<T>(h0c), ptr<T>(st),
                                           ptr<T>(rdm) + g * BH, T_, B, H, go_backwards, stream);

@@ -1,4 +1,4 @@
-"""The CUDA op on a GPU, on every kernel path: stepwise (csrc/cuda/gru_cuda_impl.cpp +
+"""The CUDA op on a GPU, on every kernel path: stepwise (csrc/cuda/stepwise.cpp +
 csrc/kernels/step/), persistent (one cooperative launch, grid barrier) and
 persistent_cluster (sm_90 thread-block clusters), csrc/kernels/persistent_*.
 

@@ -1,5 +1,5 @@
-"""The persistent CUDA paths (csrc/kernels/persistent_*, csrc/cuda/gru_persistent_dispatch.cpp)
-and gru_cuda.dispatch.
+"""The persistent CUDA paths (csrc/kernels/persistent_*, csrc/cuda/path_choice.cpp and
+csrc/cuda/persistent.cpp) and gru_cuda.dispatch.
 
 CPU part, runs everywhere: gru_cuda.dispatch on a CPU device or a CPU-only build, and the
 capacity model through gru_cuda._C.persistent_plan (a what-if for published H100 and A100

@@ -122,10 +122,23 @@ def write_stepwise_kernels(src_dir, restrict_activations=False, texts=None):
 
 # ---- tests/emulation/test_cuda_host_emulation.py: the stepwise binding as a torch extension ----
 
+def rewrite(path, replacements):
+    """The text of a binding source with each (old, new) replaced; every old must occur. The
+    text starts with stepwise_poison.h, which defines the emu::empty* the renames call."""
+    text = path.read_text()
+    for old, new in replacements:
+        if old not in text:
+            raise RuntimeError(f"{path.name}: {old!r} not found")
+        text = text.replace(old, new)
+    return '#include "stepwise_poison.h"\n' + text
+
+
 def stepwise_extension():
-    """Compiles csrc/cuda/gru_cuda_impl.cpp + the stepwise kernels for the host against ATen and
-    registers the ops as torch.ops.gru_emu (CPU), the persistent dispatch stubbed out (it has its
-    own emulation). Buffers the binding allocates start as NaN (stepwise_poison.h)."""
+    """Compiles the CUDA op implementation (csrc/cuda/gru_cuda_impl.cpp), its stepwise path
+    (csrc/cuda/stepwise.cpp) and the stepwise kernels for the host against ATen and registers
+    the ops as torch.ops.gru_emu (CPU), the path choice stubbed out to stepwise (the persistent
+    kernels have their own emulation). Buffers the binding allocates start as NaN
+    (stepwise_poison.h)."""
     from torch.utils.cpp_extension import load
     import torch
 
@@ -143,29 +156,21 @@ def stepwise_extension():
             '#include "kernels/step/gru_step_kernels.cuh"\n'
             + "".join(f"GRU_INSTANTIATE_{f}({dtype})\n" for f in families)))
 
-    binding = (CSRC / "cuda/gru_cuda_impl.cpp").read_text()
-    for old, new in (("x.is_cuda()", "x.is_cpu()"),
-                     ("TORCH_LIBRARY_IMPL(gru_cuda, CUDA, m)",
-                      "TORCH_LIBRARY_IMPL(gru_emu, CPU, m)"),
-                     ("at::empty(", "emu::empty("), ("at::empty_like(", "emu::empty_like(")):
-        if old not in binding:
-            raise RuntimeError(f"gru_cuda_impl.cpp: {old!r} not found")
-        binding = binding.replace(old, new)
-    include = '#include "cuda/gru_persistent_dispatch.h"'
-    if include not in binding:
-        raise RuntimeError(f"gru_cuda_impl.cpp: {include!r} not found")
-    binding = binding.replace(
-        include,
-        "namespace gru_cuda::persistent {\n"
-        "template <typename... A> bool try_forward(A&&...) { return false; }\n"
-        "template <typename... A> bool try_backward(A&&...) { return false; }\n"
-        "}  // namespace gru_cuda::persistent")
+    # The op implementation and the stepwise path, their buffers poisoned; the path choice is
+    # path_choice_stub.cpp (always stepwise).
+    renames = (("at::empty(", "emu::empty("), ("at::empty_like(", "emu::empty_like("))
+    binding = rewrite(CSRC / "cuda/gru_cuda_impl.cpp",
+                      (("x.is_cuda()", "x.is_cpu()"),
+                       ("TORCH_LIBRARY_IMPL(gru_cuda, CUDA, m)",
+                        "TORCH_LIBRARY_IMPL(gru_emu, CPU, m)"), *renames))
+    stepwise = rewrite(CSRC / "cuda/stepwise.cpp", renames[:1])
     schemas = re.search(r"TORCH_LIBRARY\(gru_cuda, m\) \{(.*?)\n\}",
                         (CSRC / "gru_ops.cpp").read_text(), re.S)
-    binding = ('#include "stepwise_poison.h"\n' + binding
-               + "\nTORCH_LIBRARY(gru_emu, m) {" + schemas.group(1) + "\n}\n")
+    binding += "\nTORCH_LIBRARY(gru_emu, m) {" + schemas.group(1) + "\n}\n"
     impl = write_if_changed(src / "cuda/emu_impl.cpp", binding)
-    sources = [impl, CSRC / "gru_checks.cpp", util, *step_sources]
+    step_path = write_if_changed(src / "cuda/emu_stepwise.cpp", stepwise)
+    sources = [impl, step_path, KIT / "path_choice_stub.cpp", CSRC / "gru_checks.cpp", util,
+               *step_sources]
     os.environ.setdefault("MAX_JOBS", "2")
     load(name="gru_cuda_host_emulation", sources=[str(s) for s in sources],
          build_directory=str(build), is_python_module=False,

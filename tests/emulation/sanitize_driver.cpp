@@ -3,7 +3,7 @@
 // ThreadSanitizer or AddressSanitizer + UBSan, every global buffer an exactly sized heap array
 // (new T[n], no slack; absent ones are nullptr).
 //   (a) the stepwise per-step kernels through their launchers (gru_kernels.h), orchestrated as
-//       csrc/cuda/gru_cuda_impl.cpp does, a naive GEMM in place of cuBLAS, forward + backward
+//       csrc/cuda/stepwise.cpp does, a naive GEMM in place of cuBLAS, forward + backward
 //       (with the utility kernels: mask multiply, gather of previous states, column sums);
 //   (b) the persistent grid and cluster kernels, forward + backward.
 // Checks: outputs and final state against a naive double-precision forward; the stepwise
@@ -272,7 +272,7 @@ Inputs inputs(const Problem& p) {
   return in;
 }
 
-// ---- (a) the stepwise path, as csrc/cuda/gru_cuda_impl.cpp ------------------------------------
+// ---- (a) the stepwise path, as csrc/cuda/stepwise.cpp -----------------------------------------
 
 struct Fwd {
   Buf<float> out, fin, states, ws;

@@ -1,4 +1,5 @@
-"""The CUDA sources (csrc/cuda/gru_cuda_impl.cpp + csrc/kernels/) run on the CPU, no GPU needed.
+"""The CUDA sources (csrc/cuda/gru_cuda_impl.cpp and stepwise.cpp + csrc/kernels/) run on the
+CPU, no GPU needed.
 
 The kernels are compiled for the host with the emulation kit (tests/emulation/: cuda_emu.h,
 builder.py): each `kernel<<<grid, block, 0, stream>>>(args)` is rewritten into a loop over the

@@ -1,10 +1,10 @@
 // Capacity model of the persistent GRU kernels: which path runs for given shapes on a given
 // device, the launch geometry, and a human-readable reason. Host-only and torch-free, so that
-// the glue (csrc/cuda/gru_persistent_dispatch.cpp), the Python helpers and a what-if query on a
+// the binding's path choice (csrc/cuda/path_choice.cpp), the Python helpers and a what-if query on a
 // machine without a GPU all use the same numbers. docs/persistent.md explains the model.
 //
 // Paths:
-//   stepwise            per-step GEMM (cuBLAS) + fused pointwise kernels (csrc/cuda/gru_cuda_impl.cpp)
+//   stepwise            per-step GEMM (cuBLAS) + fused pointwise kernels (csrc/cuda/stepwise.cpp)
 //   persistent          one cooperative launch, <= 1 CTA per SM, each CTA keeps the columns of U
 //                       (forward) or rows of U (backward) of its unit slice in shared memory for
 //                       the whole sequence; the state crosses CTAs through L2 with a grid-wide
