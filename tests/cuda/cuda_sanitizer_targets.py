@@ -31,12 +31,18 @@ paths agree; 1 otherwise; 2 without a GPU and a CUDA build.
 """
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
 import gru_cuda
 from gru_cuda import dispatch
 from gru_cuda.activations import FUSED_IDS
+
+# Run as a script (under compute-sanitizer): the shared problem builder lives in tests/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from compare import max_rel_err  # noqa: E402
+from problems import make_problem  # noqa: E402
 
 F32, F16, BF16, F64 = torch.float32, torch.float16, torch.bfloat16, torch.float64
 
@@ -94,29 +100,17 @@ def pick_shape(path, dtype, reset_after, rdm):
     return None
 
 
-def make_inputs(T, B, F, H, reset_after, dtype, mask, idm, rdm, bias):
-    dev = "cuda"
+def make_inputs(T, B, F, H, reset_after, dtype, mask, idm, rdm, bias, device="cuda"):
+    """The case's inputs, time-major, from the suite's shared builder (tests/problems.py)."""
     g = torch.Generator(device="cpu").manual_seed(T * 1000 + B * 100 + H)
-
-    def rnd(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dev, dtype)
-
-    x = rnd(T, B, F)
-    kernel = rnd(F, 3 * H, scale=0.3)
-    recurrent = rnd(H, 3 * H, scale=0.3 / max(H, 1) ** 0.5)
-    b = (rnd(2, 3 * H, scale=0.1) if reset_after else rnd(3 * H, scale=0.1)) if bias else None
-    h0 = rnd(B, H, scale=0.5)
-    m = None
-    if mask:
-        m = (torch.rand(T, B, generator=g) > 0.3).to(dev)
-        m[:, 0] = False
-    im = None
-    if idm == "shared":
-        im = ((torch.rand(B, F, generator=g) > 0.3).double() / 0.7).to(dev, dtype)
-    elif idm == "per_gate":
-        im = ((torch.rand(3, B, F, generator=g) > 0.3).double() / 0.7).to(dev, dtype)
-    rm = ((torch.rand(3, B, H, generator=g) > 0.3).double() / 0.7).to(dev, dtype) if rdm else None
-    return x, kernel, recurrent, b, h0, m, im, rm
+    # fan_in: weights scaled by 1/sqrt(fan-in), so that large H stays out of saturation.
+    (x, kernel, recurrent, b, h0), kw = make_problem(
+        B=B, T=T, F=F, H=H, reset_after=reset_after, bias=bias, initial_state=True,
+        mask="random" if mask else False, input_dropout=idm, recurrent_dropout=rdm,
+        time_major=True, dtype=dtype, device=device, scale=0.3, fan_in=True, bias_scale=0.1,
+        state_scale=0.5, mask_keep=0.7, keep=0.7, generator=g)
+    return (x, kernel, recurrent, b, h0, kw.get("mask"), kw.get("input_dropout_mask"),
+            kw.get("recurrent_dropout_mask"))
 
 
 def run_case(path, T, B, F, H, reset_after, dtype, mask, idm, rdm, go_backwards, zero_output,
@@ -157,13 +151,7 @@ def run_case(path, T, B, F, H, reset_after, dtype, mask, idm, rdm, go_backwards,
 
 
 def compare(results, baseline, dtype):
-    worst = 0.0
-    for a, e in zip(results, baseline):
-        if a.numel() == 0:
-            continue
-        e64 = e.double()
-        scale = max(e64.abs().max().item(), 1.0)
-        worst = max(worst, (a.double() - e64).abs().max().item() / scale)
+    worst = max((max_rel_err(a, e) for a, e in zip(results, baseline)), default=0.0)
     return worst, worst <= AGREE[dtype]
 
 
