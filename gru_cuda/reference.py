@@ -79,7 +79,13 @@ def gru_checked(sizes: GruSizes, x, kernel, recurrent_kernel, bias, initial_stat
     prev_out = x.new_zeros(B, H)
     outputs = []
     for t in (range(T - 1, -1, -1) if go_backwards else range(T)):
-        x_t = x[t]
+        x_t, h_in = x[t], h
+        if mask is not None:
+            # A masked row's step is computed and then discarded. It runs on zeros, so that an
+            # unbounded activation overflowing there cannot turn the discarded branch's zero
+            # gradient into NaN (inf * 0) through torch.where's backward.
+            valid = mask[t].unsqueeze(1)
+            x_t, h = torch.where(valid, x_t, 0.0), torch.where(valid, h, 0.0)
         if input_dropout_mask is None:
             x_z = x_r = x_h = x_t
         elif input_dropout_mask.dim() == 2:
@@ -104,10 +110,9 @@ def gru_checked(sizes: GruSizes, x, kernel, recurrent_kernel, bias, initial_stat
         if mask is None:
             out, h = h_new, h_new
         else:
-            valid = mask[t].unsqueeze(1)
             held = torch.zeros_like(h_new) if zero_output_for_mask else prev_out
             out = torch.where(valid, h_new, held)
-            h = torch.where(valid, h_new, h)
+            h = torch.where(valid, h_new, h_in)
         prev_out = out
         outputs.append(out)
 
