@@ -89,10 +89,26 @@ bool launch_attempts(const PathChoice& choice, Params& params, const Tensor& bar
   return false;
 }
 
+// The kernel parameters both directions share.
+template <typename T, typename Params>
+void set_cell(Params& p, const Problem& problem, const RecurrentCell& c) {
+  p.steps = problem.T;
+  p.B = problem.B;
+  p.H = problem.H;
+  p.U = ptr<T>(c.U);
+  p.h0 = ptr<T>(c.h0);
+  p.mask = c.mask.defined() ? static_cast<const bool*>(c.mask.data_ptr()) : nullptr;
+  p.recurrent_dropout = ptr<T>(c.rdm);
+  p.activation = c.activation;
+  p.recurrent_activation = c.recurrent_activation;
+  p.reset_after = problem.reset_after;
+  p.go_backwards = c.go_backwards;
+  p.zero_output_for_mask = c.zero_output_for_mask;
+}
+
 template <typename T>
 bool forward_typed(const PathChoice& choice, const ForwardRecurrence& r) {
   const Problem& problem = choice.problem;
-  const RecurrentCell& c = r.cell;
   const int64_t B = problem.B, H = problem.H;
   const bool saved = r.states.numel() > 0;
   const auto opts = r.gx.options();
@@ -104,16 +120,10 @@ bool forward_typed(const PathChoice& choice, const ForwardRecurrence& r) {
   const Tensor barrier = at::empty({1}, opts.dtype(at::kLong));
 
   kn::PersistentForwardParams<T> p;
-  p.steps = problem.T;
-  p.B = B;
-  p.H = H;
+  set_cell<T>(p, problem, r.cell);
   p.gx = ptr<T>(r.gx);
-  p.U = ptr<T>(c.U);
   p.recurrent_bias =
       problem.reset_after && r.bias.defined() ? ptr<T>(r.bias) + 3 * H : nullptr;
-  p.h0 = ptr<T>(c.h0);
-  p.mask = c.mask.defined() ? static_cast<const bool*>(c.mask.data_ptr()) : nullptr;
-  p.recurrent_dropout = ptr<T>(c.rdm);
   p.outputs = ptr<T>(r.outputs);
   p.states = saved ? ptr<T>(r.states) : nullptr;
   p.workspace = saved ? ptr<T>(r.workspace) : nullptr;
@@ -121,11 +131,6 @@ bool forward_typed(const PathChoice& choice, const ForwardRecurrence& r) {
   p.state_scratch = ptr<T>(state_scratch);
   p.ws_scratch = ptr<T>(ws_scratch);
   p.rh = ptr<T>(rh);
-  p.activation = c.activation;
-  p.recurrent_activation = c.recurrent_activation;
-  p.reset_after = problem.reset_after;
-  p.go_backwards = c.go_backwards;
-  p.zero_output_for_mask = c.zero_output_for_mask;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   return launch_attempts(choice, p, barrier,
                          [&](const kn::PersistentForwardParams<T>& params,
@@ -146,27 +151,16 @@ bool backward_typed(const PathChoice& choice, const BackwardRecurrence& r) {
   const Tensor barrier = at::empty({1}, r.grad_outputs.options().dtype(at::kLong));
 
   kn::PersistentBackwardParams<T> p;
-  p.steps = problem.T;
-  p.B = B;
-  p.H = H;
+  set_cell<T>(p, problem, c);
   p.grad_outputs = ptr<T>(r.grad_outputs);
   p.grad_final_state = ptr<T>(r.grad_final_state);
-  p.U = ptr<T>(c.U);
-  p.h0 = ptr<T>(c.h0);
   p.states = ptr<T>(r.states);
   p.workspace = ptr<T>(r.workspace);
-  p.mask = c.mask.defined() ? static_cast<const bool*>(c.mask.data_ptr()) : nullptr;
-  p.recurrent_dropout = ptr<T>(c.rdm);
   p.dgates = ptr<T>(r.dgates);
   p.aux = ptr<T>(r.aux);
   p.grad_h0 = ptr<T>(r.grad_h0);
   p.dh_part = ptr<float>(dh_part);
   p.dcarry = ptr<float>(dcarry);
-  p.activation = c.activation;
-  p.recurrent_activation = c.recurrent_activation;
-  p.reset_after = problem.reset_after;
-  p.go_backwards = c.go_backwards;
-  p.zero_output_for_mask = c.zero_output_for_mask;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   return launch_attempts(choice, p, barrier,
                          [&](const kn::PersistentBackwardParams<T>& params,
