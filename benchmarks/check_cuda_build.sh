@@ -98,7 +98,7 @@ assert torch.version.cuda is not None
 EOF
 then
   echo "   installing (the first time: several GB) ..."
-  "$VENV/bin/pip" install -q "$TORCH_SPEC" numpy ninja "setuptools>=77" wheel \
+  "$VENV/bin/pip" install -q "$TORCH_SPEC" numpy ninja "setuptools>=64" wheel \
     >"$SCRATCH/pip-venv.log" 2>&1 || { tail -n 30 "$SCRATCH/pip-venv.log"; fail "pip install into $VENV failed"; }
 fi
 TORCH_INFO=$("$VENV/bin/python" -c "import torch; print(torch.__version__, torch.version.cuda)" 2>/dev/null) \
