@@ -32,6 +32,15 @@ inline Path parse_path(const std::string& name) {
   return p;
 }
 
+inline Product parse_product(const std::string& name) {
+  Product p = Product::kAuto;
+  if (!product_from_name(name, p)) {
+    throw py::value_error("unknown recurrent product '" + name +
+                          "': expected auto, simt, tensor_core, tf32 or 3xtf32");
+  }
+  return p;
+}
+
 inline DType parse_dtype(const std::string& name) {
   DType d = DType::kFloat32;
   if (!dtype_from_name(name, d)) {
@@ -84,12 +93,14 @@ inline py::dict caps_to_dict(const DeviceCaps& c) {
 inline py::dict plan_to_dict(const Plan& p) {
   py::dict d;
   d["path"] = std::string(path_name(p.path));
+  d["product"] = p.path == Path::kStepwise ? std::string() : std::string(product_name(p.product));
   d["reason"] = p.reason;
   d["units_per_cta"] = p.units_per_cta;
   d["ctas"] = p.ctas;
   d["clusters"] = p.clusters;
   d["batch_tile"] = p.batch_tile;
   d["k_pad"] = p.k_pad;
+  d["operand_stride"] = p.operand_stride;
   d["operands"] = p.operands;
   d["buffers"] = p.buffers;
   d["side_buffer"] = p.side_buffer;
@@ -100,11 +111,15 @@ inline py::dict plan_to_dict(const Plan& p) {
   d["waves"] = p.waves;
   d["est_step_us"] = p.est_step_us;
   d["est_stepwise_step_us"] = p.est_stepwise_step_us;
+  d["floor_compute_us"] = p.floor_compute_us;
+  d["floor_barrier_us"] = p.floor_barrier_us;
+  d["fma_per_step"] = p.fma_per_step;
   return d;
 }
 
 inline Problem make_problem(int64_t B, int64_t T, int64_t H, const std::string& dtype,
-                            bool reset_after, bool recurrent_dropout, bool backward) {
+                            bool reset_after, bool recurrent_dropout, bool backward,
+                            bool allow_tf32 = false) {
   if (B < 0 || T < 0 || H < 0) throw py::value_error("sizes must be >= 0");
   Problem p;
   p.B = B;
@@ -114,6 +129,7 @@ inline Problem make_problem(int64_t B, int64_t T, int64_t H, const std::string& 
   p.reset_after = reset_after;
   p.recurrent_dropout = recurrent_dropout;
   p.backward = backward;
+  p.allow_tf32 = allow_tf32;
   return p;
 }
 
@@ -126,32 +142,37 @@ inline void register_pybind(pybind11::module_& m) {
       "persistent_plan",
       [](const py::dict& caps, int64_t batch, int64_t timesteps, int64_t units,
          const std::string& dtype, bool reset_after, bool recurrent_dropout, bool backward,
-         const std::string& forced) {
-        return plan_to_dict(choose_path(
-            caps_from_dict(caps),
-            make_problem(batch, timesteps, units, dtype, reset_after, recurrent_dropout, backward),
-            parse_path(forced)));
+         const std::string& forced, const std::string& product, bool allow_tf32) {
+        return plan_to_dict(choose_path(caps_from_dict(caps),
+                                        make_problem(batch, timesteps, units, dtype, reset_after,
+                                                     recurrent_dropout, backward, allow_tf32),
+                                        parse_path(forced), parse_product(product)));
       },
       py::arg("caps"), py::arg("batch"), py::arg("timesteps"), py::arg("units"),
       py::arg("dtype"), py::arg("reset_after"), py::arg("recurrent_dropout"),
-      py::arg("backward"), py::arg("forced") = "auto",
-      "Capacity model: the kernel path and geometry for one recurrence on a device described by "
-      "`caps` (keys of cuda_device_capacity).");
+      py::arg("backward"), py::arg("forced") = "auto", py::arg("product") = "auto",
+      py::arg("allow_tf32") = false,
+      "Capacity model: the kernel path, recurrent product and geometry for one recurrence on a "
+      "device described by `caps` (keys of cuda_device_capacity).");
   m.def(
       "persistent_max_units",
       [](const py::dict& caps, int64_t batch, const std::string& dtype, bool reset_after,
-         bool recurrent_dropout, bool backward, const std::string& path, int64_t limit) {
+         bool recurrent_dropout, bool backward, const std::string& path, int64_t limit,
+         const std::string& product, bool allow_tf32) {
         const Path p = parse_path(path);
         if (p != Path::kGrid && p != Path::kCluster) {
           throw py::value_error("path must be persistent or persistent_cluster");
         }
         return max_units(caps_from_dict(caps),
-                         make_problem(batch, 1, 1, dtype, reset_after, recurrent_dropout, backward),
-                         p, limit);
+                         make_problem(batch, 1, 1, dtype, reset_after, recurrent_dropout, backward,
+                                      allow_tf32),
+                         p, limit, parse_product(product));
       },
       py::arg("caps"), py::arg("batch"), py::arg("dtype"), py::arg("reset_after"),
       py::arg("recurrent_dropout"), py::arg("backward"), py::arg("path"),
-      py::arg("limit") = 8192, "Largest number of units for which `path` fits (0 if none).");
+      py::arg("limit") = 8192, py::arg("product") = "auto", py::arg("allow_tf32") = false,
+      "Largest number of units for which `path` fits with `product` (auto: any product that "
+      "applies; 0 if none).");
 #ifdef GRU_CUDA_WITH_CUDA
   m.def(
       "persistent_device_caps",
@@ -174,6 +195,15 @@ inline void register_pybind(pybind11::module_& m) {
       "persistent_get_path", []() { return std::string(path_name(gru_cuda::forced_path())); },
       "The forced kernel path, or 'auto'.");
   m.def(
+      "persistent_set_product",
+      [](const std::string& name) { gru_cuda::set_forced_product(parse_product(name)); },
+      py::arg("name"),
+      "Force the persistent paths' recurrent product for every later CUDA call ('auto' to undo).");
+  m.def(
+      "persistent_get_product",
+      []() { return std::string(product_name(gru_cuda::forced_product())); },
+      "The forced recurrent product, or 'auto'.");
+  m.def(
       "persistent_last_path",
       []() {
         const gru_cuda::LastRun r = gru_cuda::last_run();
@@ -182,6 +212,8 @@ inline void register_pybind(pybind11::module_& m) {
         d["forward_reason"] = r.forward_reason;
         d["backward"] = r.backward_path;
         d["backward_reason"] = r.backward_reason;
+        d["forward_product"] = r.forward_product;
+        d["backward_product"] = r.backward_product;
         return d;
       },
       "What the last CUDA forward and backward ran, and why.");

@@ -19,6 +19,14 @@ The forced path is process-wide (it applies to every thread). A forced persisten
 cannot run a call (the weights do not fit, float64, ...) raises ValueError with the reason; a
 device that refuses the co-resident launch at run time makes the call fall back to stepwise,
 which :func:`last_path` reports.
+
+The persistent paths compute their recurrent product one of four ways (PRODUCTS): ``"simt"``
+(fp32 FMA), ``"tensor_core"`` (mma.sync on float16/bfloat16 operands, fp32 accumulation),
+``"tf32"`` (float32 inputs on TF32 tensor cores; only when
+``torch.backends.cuda.matmul.allow_tf32`` is True) and ``"3xtf32"`` (float32 inputs as three
+TF32 products of the split ``x = big + small``: float32-level accuracy on tensor cores). The
+capacity model picks the cheapest estimate that applies and fits; :func:`force_product`
+forces one (tests and benchmarks).
 """
 from __future__ import annotations
 
@@ -30,11 +38,13 @@ import torch
 
 from gru_cuda._library import _C
 
-__all__ = ["PATHS", "CUDA_PATHS", "DEVICE_PRESETS", "kernel_paths", "set_path", "get_path",
-           "force_path", "last_path", "explain"]
+__all__ = ["PATHS", "CUDA_PATHS", "PRODUCTS", "DEVICE_PRESETS", "kernel_paths", "set_path",
+           "get_path", "force_path", "set_product", "get_product", "force_product", "last_path",
+           "explain"]
 
 CUDA_PATHS = ("stepwise", "persistent", "persistent_cluster")
 PATHS = ("cpu",) + CUDA_PATHS
+PRODUCTS = ("simt", "tensor_core", "tf32", "3xtf32")
 
 # Device descriptions for what-if queries (explain(..., device_caps=...)), with the keys of
 # gru_cuda._C.cuda_device_capacity; the figures are NVIDIA's published per-device limits.
@@ -57,6 +67,7 @@ _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat
 
 _lock = threading.Lock()
 _forced: Optional[str] = None
+_forced_product: Optional[str] = None
 
 
 def _cuda_build() -> bool:
@@ -140,13 +151,49 @@ def force_path(name: Optional[str]) -> Iterator[None]:
         set_path(previous)
 
 
+def set_product(name: Optional[str]) -> None:
+    """Force recurrent product `name` (one of PRODUCTS) on the persistent paths for every
+    later call (process-wide); None or ``"auto"`` gives the choice back to the capacity model.
+    A forced product that cannot run a call (the dtype does not take it, TF32 is not allowed,
+    the geometry does not fit) makes a forced persistent path raise ValueError and automatic
+    dispatch pick another path; CPU calls are unaffected."""
+    global _forced_product
+    if name == "auto":
+        name = None
+    if name is not None and name not in PRODUCTS:
+        raise ValueError(f"unknown recurrent product {name!r}: expected one of "
+                         f"{', '.join(PRODUCTS)}, 'auto' or None")
+    with _lock:
+        if _persistent_built():
+            _C.persistent_set_product(name or "auto")
+        _forced_product = name
+
+
+def get_product() -> Optional[str]:
+    """The forced recurrent product, or None when the capacity model chooses."""
+    return _forced_product
+
+
+@contextlib.contextmanager
+def force_product(name: Optional[str]) -> Iterator[None]:
+    """Context manager: run the block with recurrent product `name` forced (see
+    set_product); the previous setting comes back on exit, also after an exception."""
+    previous = get_product()
+    set_product(name)
+    try:
+        yield
+    finally:
+        set_product(previous)
+
+
 def last_path() -> Dict[str, Optional[str]]:
     """What the last CUDA forward and backward of this process ran, and why:
-    ``{"forward", "forward_reason", "backward", "backward_reason"}`` (None before any call,
-    and always in builds without the persistent kernels)."""
+    ``{"forward", "forward_reason", "forward_product", "backward", "backward_reason",
+    "backward_product"}`` (the products are those of PRODUCTS, None for stepwise; everything is
+    None before any call, and always in builds without the persistent kernels)."""
     if not _persistent_built():
-        return {"forward": None, "forward_reason": None, "backward": None,
-                "backward_reason": None}
+        return {"forward": None, "forward_reason": None, "forward_product": None,
+                "backward": None, "backward_reason": None, "backward_product": None}
     r = dict(_C.persistent_last_path())
     return {k: (v if v != "" else None) for k, v in r.items()}
 
@@ -158,9 +205,11 @@ def _check_size(name: str, v) -> int:
 
 
 def _plan(caps: dict, B: int, T: int, H: int, dtype: str, reset_after: bool, rdm: bool,
-          backward: bool, forced: Optional[str]) -> dict:
+          backward: bool, forced: Optional[str], product: Optional[str],
+          allow_tf32: bool) -> dict:
     forced_c = forced if forced in CUDA_PATHS else "auto"
-    plan = dict(_C.persistent_plan(caps, B, T, H, dtype, reset_after, rdm, backward, forced_c))
+    plan = dict(_C.persistent_plan(caps, B, T, H, dtype, reset_after, rdm, backward, forced_c,
+                                   product or "auto", allow_tf32))
     if forced_c in ("persistent", "persistent_cluster") and plan["path"] != forced_c:
         # What the op does then: it raises rather than run another path under a forced name.
         plan["path"] = "error"
@@ -171,15 +220,22 @@ def _plan(caps: dict, B: int, T: int, H: int, dtype: str, reset_after: bool, rdm
 def explain(batch: int, timesteps: int, units: int, input_size: Optional[int] = None, *,
             dtype: torch.dtype = torch.float32, reset_after: bool = True,
             recurrent_dropout: bool = False, device=None,
-            device_caps: Optional[Union[dict, str]] = None) -> dict:
+            device_caps: Optional[Union[dict, str]] = None,
+            allow_tf32: Optional[bool] = None) -> dict:
     """Which kernel path a GRU call with these shapes would run, and why.
 
-    Returns ``{"path", "reason", "backward_path", "backward_reason", "capacity"}``: `path` is
+    Returns ``{"path", "product", "reason", "backward_path", "backward_product",
+    "backward_reason", "capacity"}``: `path` is
     ``"cpu"``, ``"stepwise"``, ``"persistent"``, ``"persistent_cluster"``, ``"error"`` (a
     forced path that cannot run: the call raises) or ``"unavailable"`` (a CUDA device and a
     build without CUDA); `capacity` has the device description, the forward and backward plans
     (geometry, shared memory, estimated µs per step) and the largest unit counts that fit each
-    persistent path for this batch and dtype. The forced path (set_path) is honoured.
+    persistent path for this batch and dtype. `product` is the persistent path's recurrent
+    product (PRODUCTS; None otherwise), and the plans carry the floors the benchmark compares
+    with (``floor_compute_us``: the product's multiply-adds at the device's peak rate for that
+    product; ``floor_barrier_us``: the step's barriers). The forced path (set_path) and
+    product (set_product) are honoured. `allow_tf32` (default: the current
+    ``torch.backends.cuda.matmul.allow_tf32``) says whether float32 may run as TF32.
 
     `input_size` does not change the choice (the input projection is one large GEMM outside
     the recurrence) and is echoed back. `device_caps` (a dict with the keys of
@@ -195,9 +251,12 @@ def explain(batch: int, timesteps: int, units: int, input_size: Optional[int] = 
         raise ValueError(f"explain: dtype must be one of {list(_DTYPE_NAMES)}, got {dtype}")
     if not isinstance(reset_after, bool) or not isinstance(recurrent_dropout, bool):
         raise ValueError("explain: reset_after and recurrent_dropout must be bools")
+    if allow_tf32 is None:
+        allow_tf32 = bool(torch.backends.cuda.matmul.allow_tf32)
     base = {"batch": B, "timesteps": T, "units": H, "input_size": input_size,
             "dtype": _DTYPE_NAMES[dtype], "reset_after": reset_after,
-            "recurrent_dropout": recurrent_dropout, "forced": get_path()}
+            "recurrent_dropout": recurrent_dropout, "forced": get_path(),
+            "forced_product": get_product(), "allow_tf32": bool(allow_tf32)}
 
     caps = None
     if device_caps is not None:
@@ -218,30 +277,35 @@ def explain(batch: int, timesteps: int, units: int, input_size: Optional[int] = 
         if d.type == "cpu":
             why = ("CPU tensors run the fused CPU kernels (csrc/cpu/): one path, parallel over "
                    "the batch; the GPU paths do not apply")
-            return {"path": "cpu", "reason": why, "backward_path": "cpu",
-                    "backward_reason": why, "capacity": {"device": "cpu"}, **base}
+            return {"path": "cpu", "product": None, "reason": why, "backward_path": "cpu",
+                    "backward_product": None, "backward_reason": why,
+                    "capacity": {"device": "cpu"}, **base}
         if not _cuda_build() or not torch.cuda.is_available():
             why = ("this build of gru_cuda has no CUDA kernels (CPU-only build)"
                    if not _cuda_build() else "no CUDA device is visible")
-            return {"path": "unavailable", "reason": why, "backward_path": "unavailable",
+            return {"path": "unavailable", "product": None, "reason": why,
+                    "backward_path": "unavailable", "backward_product": None,
                     "backward_reason": why, "capacity": {"device": str(d)}, **base}
         if not hasattr(_C, "persistent_plan") or not _persistent_built():
             why = "this build has no persistent kernels: every CUDA call runs stepwise"
-            return {"path": "stepwise", "reason": why, "backward_path": "stepwise",
+            return {"path": "stepwise", "product": None, "reason": why,
+                    "backward_path": "stepwise", "backward_product": None,
                     "backward_reason": why, "capacity": {"device": str(d)}, **base}
         caps = dict(_C.persistent_device_caps(d.index))
 
-    forced = get_path()
+    forced, product = get_path(), get_product()
     name = _DTYPE_NAMES[dtype]
-    fwd = _plan(caps, B, T, H, name, reset_after, recurrent_dropout, False, forced)
-    bwd = _plan(caps, B, T, H, name, reset_after, recurrent_dropout, True, forced)
+    allow = bool(allow_tf32)
+    fwd = _plan(caps, B, T, H, name, reset_after, recurrent_dropout, False, forced, product, allow)
+    bwd = _plan(caps, B, T, H, name, reset_after, recurrent_dropout, True, forced, product, allow)
     max_units = {}
     for direction, backward in (("forward", False), ("backward", True)):
         max_units[direction] = {
             p: int(_C.persistent_max_units(caps, max(B, 1), name, reset_after, recurrent_dropout,
-                                           backward, p, 8192))
+                                           backward, p, 8192, product or "auto", allow))
             for p in ("persistent", "persistent_cluster")}
-    return {"path": fwd["path"], "reason": fwd["reason"], "backward_path": bwd["path"],
+    return {"path": fwd["path"], "product": fwd.get("product") or None, "reason": fwd["reason"],
+            "backward_path": bwd["path"], "backward_product": bwd.get("product") or None,
             "backward_reason": bwd["reason"],
             "capacity": {"device": caps, "forward": fwd, "backward": bwd,
                          "max_units": max_units}, **base}

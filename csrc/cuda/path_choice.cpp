@@ -1,6 +1,7 @@
 // The kernel path of a CUDA call: see path_choice.h.
 #include "cuda/path_choice.h"
 
+#include <ATen/Context.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/Exception.h>
 #include <cuda_runtime_api.h>
@@ -21,6 +22,7 @@ using persistent::Plan;
 using persistent::Problem;
 
 std::atomic<int> g_forced{static_cast<int>(Path::kAuto)};
+std::atomic<int> g_forced_product{static_cast<int>(Product::kAuto)};
 std::mutex g_mutex;  // guards g_last and g_caps
 LastRun g_last;
 std::unordered_map<int, DeviceCaps> g_caps;
@@ -48,11 +50,11 @@ std::vector<Plan> attempts(const DeviceCaps& caps, const Problem& problem, const
   if (chosen.path == Path::kCluster && chosen.ctas > 8) {
     DeviceCaps portable = caps;
     portable.max_cluster_size = 8;
-    const Plan p8 = persistent::plan_cluster(portable, problem);
+    const Plan p8 = persistent::plan_cluster(portable, problem, chosen.product);
     if (p8.path == Path::kCluster) out.push_back(p8);
   }
   if (chosen.path == Path::kCluster && forced == Path::kAuto) {
-    const Plan grid = persistent::plan_grid(caps, problem);
+    const Plan grid = persistent::plan_path(caps, problem, Path::kGrid, forced_product());
     if (grid.path == Path::kGrid && grid.est_step_us < grid.est_stepwise_step_us) {
       out.push_back(grid);
     }
@@ -70,6 +72,8 @@ PathChoice choose(const RecurrentCell& cell, const at::Tensor& like, bool backwa
   problem.reset_after = cell.reset_after;
   problem.recurrent_dropout = cell.rdm.defined();
   problem.backward = backward;
+  // TF32 only where the user allows it for matrix products (torch.backends.cuda.matmul).
+  problem.allow_tf32 = at::globalContext().allowTF32CuBLAS();
   // check_cuda_input admits only these four dtypes; for any other nothing would be recorded.
   if (!dtype_of(like, problem.dtype)) return choice;
   const Path forced = forced_path();
@@ -86,7 +90,7 @@ PathChoice choose(const RecurrentCell& cell, const at::Tensor& like, bool backwa
       return persistent::active_clusters(device, problem, fast, cs, smem);
     };
   }
-  const Plan plan = persistent::choose_path(choice.caps, problem, forced);
+  const Plan plan = persistent::choose_path(choice.caps, problem, forced, forced_product());
   if (plan.path == Path::kStepwise) {
     TORCH_CHECK_VALUE(forced == Path::kAuto, "gru_cuda: the forced kernel path '",
                       path_name(forced), "' cannot run this ", backward ? "backward" : "forward",
@@ -105,15 +109,21 @@ void set_forced_path(Path path) { g_forced.store(static_cast<int>(path)); }
 
 Path forced_path() { return static_cast<Path>(g_forced.load()); }
 
+void set_forced_product(Product product) { g_forced_product.store(static_cast<int>(product)); }
+
+Product forced_product() { return static_cast<Product>(g_forced_product.load()); }
+
 LastRun last_run() {
   const std::lock_guard<std::mutex> lock(g_mutex);
   return g_last;
 }
 
-void record_path(bool backward, Path path, const std::string& reason) {
+void record_path(bool backward, Path path, const std::string& reason, Product product) {
   const std::lock_guard<std::mutex> lock(g_mutex);
   (backward ? g_last.backward_path : g_last.forward_path) = path_name(path);
   (backward ? g_last.backward_reason : g_last.forward_reason) = reason;
+  (backward ? g_last.backward_product : g_last.forward_product) =
+      path == Path::kStepwise ? "" : persistent::product_name(product);
 }
 
 DeviceCaps device_caps(int device) {

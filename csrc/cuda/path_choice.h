@@ -17,19 +17,30 @@
 namespace gru_cuda {
 
 using persistent::Path;
+using persistent::Product;
 
 // Process-wide forced path: Path::kAuto (the capacity model decides), kStepwise, kGrid or
 // kCluster. Atomic; applies to every later CUDA call of any thread.
 void set_forced_path(Path path);
 Path forced_path();
 
+// Process-wide forced recurrent product of the persistent paths: Product::kAuto (the capacity
+// model decides among those that apply), kSimt, kTensorCore, kTf32 or k3xTf32. A forced product
+// that cannot run a persistent call (wrong dtype, TF32 not allowed, does not fit) makes a forced
+// persistent path raise and automatic dispatch choose another path.
+void set_forced_product(Product product);
+Product forced_product();
+
 // What the last CUDA forward / backward call ran ("stepwise", "persistent",
-// "persistent_cluster"; "" before the first call) and why.
+// "persistent_cluster"; "" before the first call), why, and the persistent path's recurrent
+// product ("simt", "tensor_core", "tf32", "3xtf32"; "" for stepwise).
 struct LastRun {
   std::string forward_path, forward_reason, backward_path, backward_reason;
+  std::string forward_product, backward_product;
 };
 LastRun last_run();
-void record_path(bool backward, Path path, const std::string& reason);
+void record_path(bool backward, Path path, const std::string& reason,
+                 Product product = Product::kAuto);
 
 // Attributes of a CUDA device, read once per device.
 persistent::DeviceCaps device_caps(int device);

@@ -78,7 +78,7 @@ bool launch_attempts(const PathChoice& choice, Params& params, const Tensor& bar
     params.barrier = geo.cluster ? nullptr : static_cast<unsigned long long*>(barrier.data_ptr());
     const kn::LaunchStatus st = launch(params, geo);
     if (st.launched) {
-      record_path(backward, plan.path, plan.reason);
+      record_path(backward, plan.path, plan.reason, plan.product);
       return true;
     }
     if (!st.refused) C10_CUDA_CHECK(st.error);

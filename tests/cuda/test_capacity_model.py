@@ -26,14 +26,24 @@ A100 = dispatch.DEVICE_PRESETS["A100-SXM"]
 
 
 def plan(caps, B, H, dtype="float32", reset_after=True, rdm=False, backward=False,
-         forced="auto", T=64):
-    return _C.persistent_plan(caps, B, T, H, dtype, reset_after, rdm, backward, forced)
+         forced="auto", T=64, product="auto", allow_tf32=False):
+    return _C.persistent_plan(caps, B, T, H, dtype, reset_after, rdm, backward, forced, product,
+                              allow_tf32)
 
 
 def per_row_bytes(p):
-    """Shared memory one more batch row of the tile costs (the model's smem_for)."""
-    kp, J = p["k_pad"], p["units_per_cta"]
-    return p["buffers"] * p["operands"] * kp * 4 + (kp * 4 if p["side_buffer"] else 0) + 3 * J * 4
+    """Shared memory one more batch row of the tile costs (the model's smem_for): operand rows
+    are `operand_stride` floats apart (k_pad, padded for the tensor-core products)."""
+    ld, J = p["operand_stride"], p["units_per_cta"]
+    return p["buffers"] * p["operands"] * ld * 4 + (ld * 4 if p["side_buffer"] else 0) + 3 * J * 4
+
+
+def tile_step(p):
+    """The granularity of the batch tile: 16 rows (the mma.sync M) for the tensor-core
+    products; for the SIMT product 8 rows, or 2 below 8."""
+    if p["product"] != "simt":
+        return 16
+    return 8 if p["batch_tile"] >= 8 else 2
 
 
 def check_cluster_plan(p, caps, B):
@@ -44,8 +54,8 @@ def check_cluster_plan(p, caps, B):
     assert p["waves"] == math.ceil(p["clusters"] / p["active_clusters"]), p
     if p["waves"] > 1:
         # More than one wave only when the tile is already as wide as shared memory allows
-        # (the next multiple of 8 rows would not fit) and still leaves too many clusters.
-        step = 8 if p["batch_tile"] >= 8 else 2
+        # (the next tile step would not fit) and still leaves too many clusters.
+        step = tile_step(p)
         assert p["smem_bytes"] + step * per_row_bytes(p) > caps["shared_memory_per_block_optin"], p
 
 
@@ -147,7 +157,13 @@ def test_no_clusters_before_sm90():
 def test_cluster_larger_than_a_gpc_does_not_fit():
     # 20 CTAs per cluster cannot sit in a GPC of 18 SMs (one CTA per SM in the estimate).
     caps = dict(H200, max_cluster_size=20)
-    p = plan(caps, 16, 80, forced="persistent_cluster")
+    p = plan(caps, 16, 80, forced="persistent_cluster", product="simt")
+    assert p["path"] == "stepwise" and "cannot hold one cluster" in p["reason"], p
+    # The tensor-core products take units in eights: H = 80 makes clusters of 10, which fit;
+    # H = 160 makes clusters of 20 again.
+    p = plan(caps, 16, 80, "bfloat16", forced="persistent_cluster", product="tensor_core")
+    assert p["path"] == "persistent_cluster" and p["ctas"] == 10, p
+    p = plan(caps, 16, 160, "bfloat16", forced="persistent_cluster", product="tensor_core")
     assert p["path"] == "stepwise" and "cannot hold one cluster" in p["reason"], p
 
 

@@ -133,7 +133,8 @@ def test_explain_validates(kwargs):
 
 def test_last_path_shape():
     r = dispatch.last_path()
-    assert set(r) == {"forward", "forward_reason", "backward", "backward_reason"}
+    assert set(r) == {"forward", "forward_reason", "forward_product", "backward",
+                      "backward_reason", "backward_product"}
 
 
 # ---- the capacity model (what-if on published device figures) ----------------------------

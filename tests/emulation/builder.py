@@ -181,28 +181,38 @@ def stepwise_extension():
 
 # ---- tests/emulation/test_persistent_host_emulation.py: the persistent kernels as a module -----
 
-def pkemu_module():
-    """Compiles pkemu_module.cpp (persistent_harness.h + persistent_kernels.cuh) into a Python
-    module and imports it; rebuilt when a kit or kernel source is newer than it."""
+PKEMU_TUS = ("pkemu_module.cpp", "pkemu_runs_f32.cpp", "pkemu_runs_f16.cpp",
+             "pkemu_runs_bf16.cpp")
+
+
+def pkemu_module(jobs=2):
+    """Compiles the `pkemu` Python module (pkemu_module.cpp and the per-dtype launches of
+    pkemu_runs_<dtype>.cpp: persistent_harness.h + persistent_kernels.cuh) and imports it;
+    each translation unit is rebuilt when a source it depends on is newer than its object."""
     import importlib.util
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch.utils.cpp_extension as ext
 
     inc = cuda_include()
     build = build_dir("persistent_emu")
     build.mkdir(parents=True, exist_ok=True)
     target = build / f"pkemu{sysconfig.get_config_var('EXT_SUFFIX')}"
-    sources = [*KIT.rglob("*.h"), *KIT.rglob("*.cuh"), KIT / "pkemu_module.cpp",
-               *(CSRC / "kernels" / "persistent").glob("*.h*"), *(CSRC / "kernels").glob("*.h*"),
-               *(CSRC / "common").glob("*.h")]
-    if not target.exists() or target.stat().st_mtime < max(p.stat().st_mtime for p in sources):
-        cmd = [os.environ.get("CXX", "g++"), "-O2", "-std=c++20", "-shared", "-fPIC", "-pthread",
-               "-include", str(PRELUDE), f"-I{KIT}", f"-I{CSRC}", "-isystem", str(inc)]
-        for p in ext.include_paths() + [sysconfig.get_paths()["include"]]:
-            cmd += ["-isystem", p]
-        cmd += [str(KIT / "pkemu_module.cpp"), "-o", str(target)]
-        res = subprocess.run(cmd, capture_output=True, text=True)
+    cxx = os.environ.get("CXX", "g++")
+    flags = ["-O2", "-std=c++20", "-fPIC", "-pthread", "-include", str(PRELUDE), f"-I{KIT}",
+             f"-I{CSRC}", "-isystem", str(inc)]
+    for p in ext.include_paths() + [sysconfig.get_paths()["include"]]:
+        flags += ["-isystem", p]
+    objs = [build / (pathlib.Path(tu).stem + ".o") for tu in PKEMU_TUS]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for f in [pool.submit(_compile, cxx, flags, KIT / tu, obj)
+                  for tu, obj in zip(PKEMU_TUS, objs)]:
+            f.result()
+    if not target.exists() or any(o.stat().st_mtime > target.stat().st_mtime for o in objs):
+        link = [cxx, "-shared", "-pthread", *map(str, objs), "-o", str(target)]
+        res = subprocess.run(link, capture_output=True, text=True)
         if res.returncode != 0:
-            raise RuntimeError("pkemu build failed:\n" + res.stderr[-4000:])
+            raise RuntimeError("pkemu link failed:\n" + res.stderr[-4000:])
     spec = importlib.util.spec_from_file_location("pkemu", target)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -81,6 +81,11 @@ struct Block {
   Barrier* bar = nullptr;
   Barrier* warp_bar[kMaxWarps] = {};
   float warp_vals[kMaxWarps][32] = {};
+  // Registers exchanged by the emulated warp-wide tensor-core instructions (mma.sync operands,
+  // ldmatrix row addresses): kernels/persistent/primitives.cuh beside this file.
+  uint32_t mma_a[kMaxWarps][32][4] = {};
+  uint32_t mma_b[kMaxWarps][32][2] = {};
+  const void* ld_rows[kMaxWarps][32] = {};
   unsigned char** cluster_smem = nullptr;  // shared memory of the cluster's CTAs, by rank
   Barrier* cluster_bar = nullptr;
   unsigned cluster_size = 1;

@@ -13,7 +13,7 @@ bool sd_persistent_plan(int64_t T, int64_t B, int64_t H, bool reset_after, bool 
   pr.reset_after = reset_after;
   pr.recurrent_dropout = rdm;
   pr.backward = backward;
-  return emu_pk::plan(pr, path, sm_count, max_cluster, 0, geo, info);
+  return emu_pk::plan(pr, path, "simt", sm_count, max_cluster, 0, geo, info);
 }
 
 void sd_persistent_forward(const gru_cuda::kernels::PersistentForwardParams<float>& p,

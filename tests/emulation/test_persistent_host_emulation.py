@@ -17,13 +17,12 @@ the GPU memory model, launch limits, real shared-memory capacity, fp16/bf16 devi
 performance; tests/cuda/test_persistent.py does that on a GPU.
 """
 import pytest
-import torch
 
 import gru_cuda  # noqa: F401  (registers torch.ops.gru_cuda on the CPU)
-from gru_cuda.activations import FUSED_IDS, FUSED_NAMES
-from compare import max_rel_err
+from gru_cuda.activations import FUSED_NAMES
 from emulation import builder
-from problems import make_problem
+from emulation.persistent_case import assert_close as _assert_close
+from emulation.persistent_case import run_case
 
 pytestmark = pytest.mark.slow
 
@@ -33,83 +32,6 @@ def emu():
     if builder.cuda_include() is None:
         pytest.skip("the CUDA headers (cuda_fp16.h, ...) are not installed")
     return builder.pkemu_module()
-
-
-def _p(t):
-    return 0 if t is None else t.data_ptr()
-
-
-def _nan(*shape):
-    return torch.full(shape, float("nan"))
-
-
-def run_case(emu, T, B, F, H, reset_after, path, *, mask=False, rdm=False, go_back=False,
-             zero_out=False, act="tanh", ract="sigmoid", sm=4, max_cluster=4, max_bt=0,
-             save=True, bias=True, scale=0.5):
-    """Emulated persistent forward + backward vs the CPU op; returns {quantity: rel. error}."""
-    ra = reset_after
-    (x, W, U, b, h0), kw = make_problem(
-        B=B, T=T, F=F, H=H, reset_after=ra, bias=bias, mask="random" if mask else False,
-        recurrent_dropout=rdm, time_major=True, dtype=torch.float32, scale=scale, fan_in=True,
-        bias_scale=0.3, state_scale=0.5, mask_keep=0.7)
-    m, q = kw.get("mask"), kw.get("recurrent_dropout_mask")
-    a, r = FUSED_IDS[act], FUSED_IDS[ract]
-    out_r, fs_r, st_r, ws_r = torch.ops.gru_cuda.gru_forward(x, W, U, b, h0, m, None, q, ra, a, r,
-                                                             go_back, zero_out, True)
-    b_i = None if b is None else (b[0] if ra else b)
-    gx = x.reshape(T * B, F) @ W
-    if b_i is not None:
-        gx = gx + b_i
-    gx = gx.reshape(T, B, 3 * H).contiguous()
-    bh = b[1].contiguous() if (b is not None and ra) else None
-    outs, fin, rh = _nan(T, B, H), _nan(B, H), _nan(B, H)
-    st = _nan(T, B, H) if save else None
-    ws = _nan(T, B, (4 if ra else 3) * H) if save else None
-    scratch = None if save else _nan(2, B, H)
-    ws_scratch = None if (save or ra) else _nan(B, 3 * H)
-    info = emu.forward(T, B, H, _p(gx), _p(U), _p(bh), _p(h0), _p(m), _p(q), _p(outs), _p(st),
-                       _p(ws), _p(fin), _p(scratch), _p(ws_scratch), _p(rh), ra, a, r, go_back,
-                       zero_out, path, sm, max_cluster, max_bt)
-    assert info.startswith(path), info
-    errs = {"outputs": max_rel_err(outs, out_r), "final_state": max_rel_err(fin, fs_r)}
-    if save:
-        errs["states"] = max_rel_err(st, st_r)
-        errs["workspace"] = max_rel_err(ws, ws_r)
-
-    dY, dS = torch.randn(T, B, H), torch.randn(B, H)
-    g_r = torch.ops.gru_cuda.gru_backward(dY, dS, x, W, U, h0, st_r, ws_r, m, None, q,
-                                          b is not None, ra, a, r, go_back, zero_out)
-    dG, aux, gh0, dh_part = _nan(T, B, 3 * H), _nan(T, B, H), _nan(B, H), _nan(B, H)
-    dcarry = torch.zeros(B, H) if (m is not None and not zero_out) else None
-    info = emu.backward(T, B, H, _p(dY), _p(dS), _p(U), _p(h0), _p(st_r), _p(ws_r), _p(m), _p(q),
-                        _p(dG), _p(aux), _p(gh0), _p(dh_part), _p(dcarry), ra, a, r, go_back,
-                        zero_out, path, sm, max_cluster, max_bt)
-    assert info.startswith(path), info
-    errs["grad_h0"] = max_rel_err(gh0, g_r[4])
-    # The stepwise binding's GEMMs after the loop, on the kernel's dgates (dG) and aux.
-    hp = torch.empty(T, B, H)
-    for s in range(T):
-        hp[T - 1 - s if go_back else s] = h0 if s == 0 else st_r[s - 1]
-    X2, G2, A2 = x.reshape(T * B, F), dG.reshape(T * B, 3 * H), aux.reshape(T * B, H)
-    dgx = torch.cat([G2[:, :2 * H], A2], 1) if ra else G2
-    gU = torch.empty(H, 3 * H)
-    for g in range(3 if ra else 2):
-        hq = hp if q is None else hp * q[g]
-        gU[:, g * H:(g + 1) * H] = hq.reshape(T * B, H).t() @ G2[:, g * H:(g + 1) * H]
-    if not ra:
-        gU[:, 2 * H:] = A2.t() @ G2[:, 2 * H:]
-    errs["grad_x"] = max_rel_err((dgx @ W.t()).reshape(T, B, F), g_r[0])
-    errs["grad_kernel"] = max_rel_err(X2.t() @ dgx, g_r[1])
-    errs["grad_recurrent_kernel"] = max_rel_err(gU, g_r[2])
-    if b is not None:
-        gb = torch.stack([dgx.sum(0), G2.sum(0)]) if ra else G2.sum(0)
-        errs["grad_bias"] = max_rel_err(gb, g_r[3])
-    return errs
-
-
-def _assert_close(errs, tol=2e-5):
-    bad = {k: v for k, v in errs.items() if not v <= tol}
-    assert not bad, f"relative errors above {tol}: {bad}"
 
 
 OPTIONS = {

@@ -30,7 +30,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #ifdef GRU_PK_HAS_CLUSTER
   GRU_PK_DYNAMIC_SMEM(smem_raw);
   cg::cluster_group cluster = cg::this_cluster();
-  const int J = geo.J, kp = geo.kp, bt = geo.bt, H = int(p.H);
+  const int J = geo.J, kp = geo.kp, ldh = geo.ldh, bt = geo.bt, H = int(p.H);
   const int64_t B = p.B, BH = p.B * p.H, steps = p.steps;
   const int rank = int(cluster.block_rank());
   const int j0 = rank * J;
@@ -38,13 +38,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int rows = int(B - b0 < bt ? B - b0 : bt);
   const Smem sm = carve_smem<T>(smem_raw, geo, 2, !kRA);
   T* const w = static_cast<T*>(sm.w);
-  load_forward_weights(w, p.U, H, J, kp, j0);
+  load_forward_weights(w, p.U, H, J, kp, j0, geo.product != kProductSimt);
   zero_floats(sm.hs, 2 * sm.buf_stride + (kRA ? 0 : sm.op_stride));
   __syncthreads();
   const T* q = p.recurrent_dropout;
   const int nops = q != nullptr ? (kRA ? 3 : 2) : 1;
   // Step 0's operand comes from h0 in global memory.
-  stage_rows(sm.hs, sm.op_stride, kp, nops, rows, H, p.h0 + b0 * H, H, 0,
+  stage_rows(sm.hs, sm.op_stride, ldh, nops, rows, H, p.h0 + b0 * H, H, 0,
              q != nullptr ? q + b0 * H : nullptr, BH);
   cluster.sync();  // every CTA of the cluster runs and has zeroed its buffers before any push
 
@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     float* nxt = sm.hs + ((s + 1) & 1) * sm.buf_stride;
     const bool push_state = s + 1 < steps;
     prefetch_forward_step(p, tau, b0, rows, J, j0);
-    gemm(cur, sm.op_stride, q != nullptr, w, J, kp, rows, 0, kRA ? 3 : 2, sm.gs);
+    recurrent_product<T>(sm, geo, cur, q != nullptr, rows, 0, kRA ? 3 : 2);
     __syncthreads();
     if constexpr (kRA) {
       GRU_PK_FOR_UNITS(rows, J, j0, H, r, jj, j) {
@@ -66,7 +66,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           const float v = to_acc(st);
           for (int op = 0; op < nops; ++op) {
             const float qv = q != nullptr ? to_acc(q[op * BH + (b0 + r) * H + j]) : 1.0f;
-            push_all(cluster, nxt, op * sm.op_stride + r * kp + j, v * qv);
+            push_all(cluster, nxt, op * sm.op_stride + r * ldh + j, v * qv);
           }
         }
       }
@@ -74,10 +74,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       GRU_PK_FOR_UNITS(rows, J, j0, H, r, jj, j) {
         const T rh = forward_rb_point1<T, R>(p, s, tau, b0 + r, j, sm.gs + r * 3 * J + jj, J,
                                              hprev);
-        push_all(cluster, sm.side, r * kp + j, to_acc(rh));
+        push_all(cluster, sm.side, r * ldh + j, to_acc(rh));
       }
       cluster.sync();  // r ⊙ hd_h of the whole row slice in every CTA
-      gemm(sm.side, sm.op_stride, false, w, J, kp, rows, 2, 3, sm.gs);
+      recurrent_product<T>(sm, geo, sm.side, false, rows, 2, 3);
       __syncthreads();
       GRU_PK_FOR_UNITS(rows, J, j0, H, r, jj, j) {
         const T st = forward_rb_point2<T, A, R>(p, s, tau, b0 + r, j,
@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           const float v = to_acc(st);
           for (int op = 0; op < nops; ++op) {
             const float qv = q != nullptr ? to_acc(q[op * BH + (b0 + r) * H + j]) : 1.0f;
-            push_all(cluster, nxt, op * sm.op_stride + r * kp + j, v * qv);
+            push_all(cluster, nxt, op * sm.op_stride + r * ldh + j, v * qv);
           }
         }
       }
@@ -106,7 +106,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #ifdef GRU_PK_HAS_CLUSTER
   GRU_PK_DYNAMIC_SMEM(smem_raw);
   cg::cluster_group cluster = cg::this_cluster();
-  const int J = geo.J, kp = geo.kp, bt = geo.bt, H = int(p.H);
+  const int J = geo.J, kp = geo.kp, ldh = geo.ldh, bt = geo.bt, H = int(p.H);
   const int64_t B = p.B, steps = p.steps;
   const int rank = int(cluster.block_rank());
   const int j0 = rank * J;
@@ -114,7 +114,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int rows = int(B - b0 < bt ? B - b0 : bt);
   const Smem sm = carve_smem<T>(smem_raw, geo, 2, !kRA);
   T* const w = static_cast<T*>(sm.w);
-  load_backward_weights(w, p.U, H, J, kp, j0);
+  load_backward_weights(w, p.U, H, J, kp, j0, geo.product != kProductSimt);
   zero_floats(sm.hs, 2 * sm.buf_stride + (kRA ? 0 : sm.op_stride));
   cluster.sync();
   constexpr int kZR = kRA ? 3 : 2;
@@ -127,35 +127,35 @@ __global__ void __launch_bounds__(kThreads, 1)
     float* nxt = sm.hs + (parity ^ 1) * sm.buf_stride;
     prefetch_backward_step(p, s, tau, b0, rows, J, j0, kRA ? 4 : 3);
     if (s < steps - 1) {
-      gemm(cur, sm.op_stride, true, w, J, kp, rows, 0, kZR, sm.gs);
+      recurrent_product<T>(sm, geo, cur, true, rows, 0, kZR);
       __syncthreads();
     }
     if constexpr (kRA) {
       GRU_PK_FOR_UNITS(rows, J, j0, H, r, jj, j) {
         const Grad3 d =
             backward_ra_point<T, A, R>(p, s, tau, b0 + r, j, sm.gs + r * 3 * J + jj, J);
-        for (int op = 0; op < 3; ++op) push_all(cluster, nxt, op * sm.op_stride + r * kp + j, d.v[op]);
+        for (int op = 0; op < 3; ++op) push_all(cluster, nxt, op * sm.op_stride + r * ldh + j, d.v[op]);
       }
     } else {
       GRU_PK_FOR_UNITS(rows, J, j0, H, r, jj, j) {
         const float2 d =
             backward_rb_point_a<T, A, R>(p, s, tau, b0 + r, j, sm.gs + r * 3 * J + jj, J);
-        push_all(cluster, nxt, r * kp + j, d.x);     // da_z: operand 0 of step s-1
-        push_all(cluster, sm.side, r * kp + j, d.y);  // da_h: this step's second phase
+        push_all(cluster, nxt, r * ldh + j, d.x);     // da_z: operand 0 of step s-1
+        push_all(cluster, sm.side, r * ldh + j, d.y);  // da_h: this step's second phase
       }
       cluster.sync();
-      gemm(sm.side, sm.op_stride, false, w, J, kp, rows, 2, 3, sm.gs);
+      recurrent_product<T>(sm, geo, sm.side, false, rows, 2, 3);
       __syncthreads();
       GRU_PK_FOR_UNITS(rows, J, j0, H, r, jj, j) {
         const float da_r =
             backward_rb_point_b<T, R>(p, s, tau, b0 + r, j, sm.gs[r * 3 * J + 2 * J + jj]);
-        push_all(cluster, nxt, sm.op_stride + r * kp + j, da_r);  // operand 1 of step s-1
+        push_all(cluster, nxt, sm.op_stride + r * ldh + j, da_r);  // operand 1 of step s-1
       }
     }
     cluster.sync();
   }
   float* last = sm.hs + (steps & 1) * sm.buf_stride;  // written by step 0
-  gemm(last, sm.op_stride, true, w, J, kp, rows, 0, kZR, sm.gs);
+  recurrent_product<T>(sm, geo, last, true, rows, 0, kZR);
   __syncthreads();
   GRU_PK_FOR_UNITS(rows, J, j0, H, r, jj, j) {
     finish_grad_h0(p, b0 + r, j, sm.gs + r * 3 * J + jj, J, kZR);

@@ -4,8 +4,10 @@
 // (backward). Geometry comes from the capacity model (csrc/kernels/persistent/persistent_capacity.h).
 //
 // Conventions (as gru_kernels.h): T is the storage dtype, here float, __half or __nv_bfloat16
-// (float64 runs stepwise); arithmetic and every accumulation run in fp32 (FMA, no TF32, no
-// tensor cores: SIMT). Pointers are to dense row-major blocks with the shape given next to
+// (float64 runs stepwise); every accumulation runs in fp32. The recurrent product runs as the
+// geometry's `product` says: fp32 FMA on the SIMT lanes, or mma.sync on tensor cores (16-bit
+// operands for float16/bfloat16, TF32 or error-compensated 3xTF32 for float32); the pointwise
+// part is always fp32. Pointers are to dense row-major blocks with the shape given next to
 // each field; B = batch, H = units, "(B, H)" is element (b, j) at p[b * H + j]; nullable
 // pointers say so. Step s = 0..T-1 in processing order reads input time τ(s) = s, or T-1-s
 // with go_backwards. Activation ids are those of csrc/common/activations.h: the pair
@@ -31,6 +33,10 @@ struct PersistentGeometry {
   int cluster = 0;   // 0: grid path (cooperative launch); 1: cluster path (sm_90)
   int J = 0;         // units per CTA, a multiple of 4
   int kp = 0;        // H padded to a multiple of 64
+  int ldh = 0;       // floats between staged operand rows (kp, or kp + 8 / kp + 4: see product)
+  // The recurrent product, persistent::Product: 0 simt (fp32 FMA), 1 tensor_core (mma.sync on
+  // float16/bfloat16 operands), 2 tf32, 3 3xtf32 (float32 inputs on TF32 tensor cores).
+  int product = 0;
   int bt = 0;        // batch rows per tile: a multiple of 8, or of 2 below 8
   int ng = 0;        // staged operands per row (the widest phase)
   int ctas = 0;      // grid path: CTAs in the grid; cluster path: CTAs per cluster

@@ -11,13 +11,15 @@ namespace {
 
 // ---- shared-memory layout -----------------------------------------------------------------
 
+// The order and sizes of persistent::smem_for (persistent_capacity.h).
 struct Smem {
-  void* w;      // 3J x kp weights, storage dtype
-  float* hs;    // nbuf x ng x bt x kp operands
-  float* side;  // bt x kp (cluster path, reset_after=False), else nullptr
+  void* w;      // 3J x kp weights, storage dtype (swizzled for the tensor-core products)
+  float* hs;    // nbuf x ng x bt x ldh operands
+  float* side;  // bt x ldh (cluster path, reset_after=False), else nullptr
   float* gs;    // bt x 3J products
-  int op_stride;   // bt·kp
-  int buf_stride;  // ng·bt·kp
+  float* part;  // kWarps x 16 x 8 split-K partial tiles (tensor-core products), else nullptr
+  int op_stride;   // bt·ldh
+  int buf_stride;  // ng·bt·ldh
 };
 
 template <typename T>
@@ -27,24 +29,39 @@ __device__ __forceinline__ Smem carve_smem(unsigned char* base, const Persistent
   s.w = base;
   const int64_t wbytes = persistent::align16(int64_t(3) * geo.J * geo.kp * int64_t(sizeof(T)));
   s.hs = reinterpret_cast<float*>(base + wbytes);
-  s.op_stride = geo.bt * geo.kp;
+  s.op_stride = geo.bt * geo.ldh;
   s.buf_stride = geo.ng * s.op_stride;
   float* next = s.hs + nbuf * s.buf_stride;
   s.side = side ? next : nullptr;
   if (side) next += s.op_stride;
   s.gs = next;
+  next += geo.bt * 3 * geo.J;
+  s.part = geo.product != 0 ? next : nullptr;
   return s;
+}
+
+// Where element (n, k) of the 3J x kp weight slice lives: row-major for the SIMT product; for
+// the tensor-core products the 16-byte chunks of row n are permuted (chunk c stored at c ^
+// (n mod 8)), so that the eight rows one ldmatrix reads (the same chunk of each) fall in eight
+// different groups of four banks. Rows are kp·sizeof(T) bytes, a multiple of 128, so the
+// permutation stays inside the row.
+template <typename T>
+__device__ __forceinline__ int weight_index(int n, int k, int kp, bool swizzled) {
+  constexpr int kE = 16 / int(sizeof(T));  // elements per 16-byte chunk
+  if (!swizzled) return n * kp + k;
+  return n * kp + (((k / kE) ^ (n & 7)) * kE) + k % kE;
 }
 
 __device__ __forceinline__ void zero_floats(float* p, int n) {
   for (int i = threadIdx.x; i < n; i += kThreads) p[i] = 0.0f;
 }
 
-// Wf[(g·J + jj)·kp + k] = U[k, g·H + j0 + jj]; zero outside k < H, j0 + jj < H. Consecutive
-// threads take consecutive units (coalesced global reads); once per launch.
+// Wf[(g·J + jj)·kp + k] = U[k, g·H + j0 + jj] (at weight_index); zero outside k < H,
+// j0 + jj < H. Consecutive threads take consecutive units (coalesced global reads); once per
+// launch.
 template <typename T>
 __device__ void load_forward_weights(T* w, const T* __restrict__ U, int H, int J, int kp,
-                                     int j0) {
+                                     int j0, bool swizzled) {
   const int n = 3 * J * kp;
   const T zero = from_acc<T>(0.0f);
   for (int idx = threadIdx.x; idx < n; idx += kThreads) {
@@ -53,15 +70,15 @@ __device__ void load_forward_weights(T* w, const T* __restrict__ U, int H, int J
     const int k = rest % kp;
     const int g = rest / kp;
     const int j = j0 + jj;
-    w[(g * J + jj) * kp + k] =
+    w[weight_index<T>(g * J + jj, k, kp, swizzled)] =
         (k < H && j < H) ? __ldg(U + int64_t(k) * 3 * H + int64_t(g) * H + j) : zero;
   }
 }
 
-// Wb[(g·J + jj)·kp + m] = U[j0 + jj, g·H + m]; zero outside.
+// Wb[(g·J + jj)·kp + m] = U[j0 + jj, g·H + m] (at weight_index); zero outside.
 template <typename T>
 __device__ void load_backward_weights(T* w, const T* __restrict__ U, int H, int J, int kp,
-                                      int j0) {
+                                      int j0, bool swizzled) {
   const int n = 3 * J * kp;
   const T zero = from_acc<T>(0.0f);
   for (int idx = threadIdx.x; idx < n; idx += kThreads) {
@@ -70,7 +87,8 @@ __device__ void load_backward_weights(T* w, const T* __restrict__ U, int H, int 
     const int jj = rest % J;
     const int g = rest / J;
     const int j = j0 + jj;
-    w[idx] = (m < H && j < H) ? __ldg(U + int64_t(j) * 3 * H + int64_t(g) * H + m) : zero;
+    w[weight_index<T>(g * J + jj, m, kp, swizzled)] =
+        (m < H && j < H) ? __ldg(U + int64_t(j) * 3 * H + int64_t(g) * H + m) : zero;
   }
 }
 
@@ -110,7 +128,7 @@ __device__ __forceinline__ bool aligned16(const void* p) {
 // kThreads vectors, carrying k into r and r into op by subtraction: two divisions per call,
 // none per element, and every thread busy however short a row is.
 template <int kV, bool kQ, typename T>
-__device__ __forceinline__ void stage_rows_impl(float* hs, int op_stride, int kp, int nops,
+__device__ __forceinline__ void stage_rows_impl(float* hs, int op_stride, int ld, int nops,
                                                 int rows, int H, const T* src,
                                                 int64_t row_stride, int64_t op_src_stride,
                                                 const T* q, int64_t q_op_stride) {
@@ -127,7 +145,7 @@ __device__ __forceinline__ void stage_rows_impl(float* hs, int op_stride, int kp
   while (op < nops) {
     const int k = kv * kV;
     const int64_t src_off = op * op_src_stride + r * row_stride + k;
-    float* dst = hs + op * op_stride + r * kp + k;
+    float* dst = hs + op * op_stride + r * ld + k;
     if constexpr (kV == 1) {
       float v = to_acc(__ldcg(src + src_off));
       if constexpr (kQ) v *= to_acc(__ldg(q + op * q_op_stride + int64_t(r) * H + k));
@@ -159,36 +177,37 @@ __device__ __forceinline__ void stage_rows_impl(float* hs, int op_stride, int kp
   }
 }
 
-// hs[op·op_stride + r·kp + k] = src[r·row_stride + op·op_src_stride + k]
+// hs[op·op_stride + r·ld + k] = src[r·row_stride + op·op_src_stride + k]
 //                               (· q[op·q_op_stride + r·H + k] when q != nullptr)
 // for op < nops, r < rows, k < H. src holds values other CTAs wrote: read through L2 (.cg).
 // Padding (k >= H) is never written: zeroed once at the start. 16-byte loads (4 floats or 8
 // halves) and float4 stores when H, the strides and the pointers allow them, else one element
 // at a time; the test depends only on the arguments, so the whole block takes the same branch.
 template <typename T>
-__device__ __forceinline__ void stage_rows(float* hs, int op_stride, int kp, int nops, int rows,
+__device__ __forceinline__ void stage_rows(float* hs, int op_stride, int ld, int nops, int rows,
                                            int H, const T* src, int64_t row_stride,
                                            int64_t op_src_stride, const T* q,
                                            int64_t q_op_stride) {
   constexpr int kV = 16 / int(sizeof(T));
-  // kp is a multiple of 64 and op_stride of kp, so hs rows are 16-byte aligned when hs is.
+  // ld (the operand row stride: kp, a multiple of 64, or kp + 8 / kp + 4) and op_stride are
+  // multiples of 4, so hs rows are 16-byte aligned when hs is.
   const bool vec = H % kV == 0 && row_stride % kV == 0 && op_src_stride % kV == 0 &&
-                   aligned16(src) && aligned16(hs) && op_stride % 4 == 0 &&
+                   aligned16(src) && aligned16(hs) && op_stride % 4 == 0 && ld % 4 == 0 &&
                    (q == nullptr || (q_op_stride % kV == 0 && aligned16(q)));
   if (q != nullptr) {
     if (vec) {
-      stage_rows_impl<kV, true>(hs, op_stride, kp, nops, rows, H, src, row_stride,
+      stage_rows_impl<kV, true>(hs, op_stride, ld, nops, rows, H, src, row_stride,
                                 op_src_stride, q, q_op_stride);
     } else {
-      stage_rows_impl<1, true>(hs, op_stride, kp, nops, rows, H, src, row_stride, op_src_stride,
+      stage_rows_impl<1, true>(hs, op_stride, ld, nops, rows, H, src, row_stride, op_src_stride,
                                q, q_op_stride);
     }
   } else {
     if (vec) {
-      stage_rows_impl<kV, false>(hs, op_stride, kp, nops, rows, H, src, row_stride,
+      stage_rows_impl<kV, false>(hs, op_stride, ld, nops, rows, H, src, row_stride,
                                  op_src_stride, q, q_op_stride);
     } else {
-      stage_rows_impl<1, false>(hs, op_stride, kp, nops, rows, H, src, row_stride,
+      stage_rows_impl<1, false>(hs, op_stride, ld, nops, rows, H, src, row_stride,
                                 op_src_stride, q, q_op_stride);
     }
   }

@@ -13,14 +13,27 @@
 //                       of a cluster split the units, push the state into each other's shared
 //                       memory (DSMEM) and meet at cluster.sync(); no grid-wide barrier
 //
-// Geometry (both persistent paths): a CTA of kThreads threads owns J units (a multiple of kRC)
-// and all three gate blocks of them; the reduction length H is padded to kp (a multiple of
-// kKAlign) with zeros; batch rows are staged in tiles of bt rows (a multiple of 8, or of 2 below
-// 8) as fp32 operands. Shared memory per CTA:
-//   weights   3·J·kp·sizeof(T)                 (U in the storage dtype)
-//   operands  nbuf·ng·bt·kp·4                 (fp32; nbuf = 2 in the cluster path: double buffer)
-//   side      bt·kp·4                          (cluster path, reset_after=False only)
+// Products (how a CTA computes its slice of the recurrent product h·U each step):
+//   simt         fp32 FMA on the SIMT lanes, register tiles and a warp reduce-scatter
+//   tensor_core  mma.sync m16n8k16 on float16/bfloat16 operands, fp32 accumulation (sm_80+)
+//   tf32         mma.sync m16n8k8 on TF32 operands (float32 inputs, only where the user allows
+//                TF32: torch.backends.cuda.matmul.allow_tf32)
+//   3xtf32       three TF32 products on the split a = big + small (small·big + big·small +
+//                big·big): float32-level accuracy on tensor cores
+//
+// Geometry (both persistent paths): a CTA of kThreads threads owns J units (a multiple of kRC;
+// of 8 for the tensor-core products, whose n-tiles of 8 columns must lie in one gate) and all
+// three gate blocks of them; the reduction length H is padded to kp (a multiple of kKAlign) with
+// zeros; batch rows are staged in tiles of bt rows (simt: a multiple of 8, or of 2 below 8;
+// tensor cores: a multiple of 16, the instruction's M, padding small batches) as fp32 operands
+// with a row stride of ldh floats (kp; kp + 8 or kp + 4 for the tensor-core products, so that
+// the eight rows a fragment load touches fall in different banks). Shared memory per CTA:
+//   weights   3·J·kp·sizeof(T)                 (U in the storage dtype; tensor cores: 16-byte
+//                                               chunks swizzled by row for ldmatrix)
+//   operands  nbuf·ng·bt·ldh·4                (fp32; nbuf = 2 in the cluster path: double buffer)
+//   side      bt·ldh·4                         (cluster path, reset_after=False only)
 //   results   bt·3J·4
+//   partials  kWarps·16·8·4                    (tensor cores: split-K partial tiles)
 #pragma once
 
 #include <algorithm>
@@ -36,6 +49,8 @@ namespace persistent {
 constexpr int kThreads = 256;  // 8 warps per CTA
 constexpr int kRC = 4;         // columns (units of one gate) per register tile
 constexpr int kKAlign = 64;    // a warp covers 64 k per iteration (2 per lane)
+constexpr int kMmaM = 16;      // rows of an mma.sync tile (batch rows, padded)
+constexpr int kMmaN = 8;       // columns of an mma.sync tile (units of one gate)
 
 enum class Path : int { kAuto = -1, kStepwise = 0, kGrid = 1, kCluster = 2 };
 
@@ -82,6 +97,51 @@ inline bool dtype_from_name(const std::string& name, DType& out) {
   return false;
 }
 
+// How a CTA computes its recurrent product (see the top of this file).
+enum class Product : int { kAuto = -1, kSimt = 0, kTensorCore = 1, kTf32 = 2, k3xTf32 = 3 };
+
+inline const char* product_name(Product p) {
+  switch (p) {
+    case Product::kAuto: return "auto";
+    case Product::kSimt: return "simt";
+    case Product::kTensorCore: return "tensor_core";
+    case Product::kTf32: return "tf32";
+    case Product::k3xTf32: return "3xtf32";
+  }
+  return "?";
+}
+
+// Returns false for an unknown name.
+inline bool product_from_name(const std::string& name, Product& out) {
+  for (Product p : {Product::kAuto, Product::kSimt, Product::kTensorCore, Product::kTf32,
+                    Product::k3xTf32}) {
+    if (name == product_name(p)) {
+      out = p;
+      return true;
+    }
+  }
+  return false;
+}
+
+inline bool uses_tensor_cores(Product p) { return p != Product::kSimt && p != Product::kAuto; }
+
+// Units per CTA come in multiples of this.
+inline int unit_align(Product p) { return uses_tensor_cores(p) ? kMmaN : kRC; }
+
+// Operand row stride in floats for k_pad kp: the tensor-core fragment loads read eight rows at
+// once (16-bit products: 8 bytes per lane, TF32: 4 bytes), so consecutive rows start 8 (or 4)
+// banks apart; the SIMT product reads along rows and needs no skew.
+inline int64_t operand_stride(int64_t kp, Product p) {
+  if (p == Product::kTensorCore) return kp + 8;
+  if (p == Product::kTf32 || p == Product::k3xTf32) return kp + 4;
+  return kp;
+}
+
+// The split-K partial tiles of the tensor-core products: one 16 x 8 fp32 tile per warp.
+inline int64_t partial_bytes(Product p) {
+  return uses_tensor_cores(p) ? int64_t(kThreads / 32) * kMmaM * kMmaN * 4 : 0;
+}
+
 // What the device offers (cudaDeviceGetAttribute names in brackets).
 struct DeviceCaps {
   int sm_count = 0;              // [MultiProcessorCount]
@@ -106,10 +166,13 @@ struct Problem {
   bool reset_after = true;
   bool recurrent_dropout = false;
   bool backward = false;  // the backward recurrence (else the forward)
+  // float32 may run on TF32 tensor cores (torch.backends.cuda.matmul.allow_tf32).
+  bool allow_tf32 = false;
 };
 
 struct Plan {
   Path path = Path::kStepwise;
+  Product product = Product::kSimt;  // of the chosen persistent path
   std::string reason;
   // Geometry of the chosen persistent path (zeros for stepwise).
   int units_per_cta = 0;  // J
@@ -117,6 +180,7 @@ struct Plan {
   int clusters = 0;       // cluster path: clusters, one per batch tile
   int batch_tile = 0;     // bt
   int k_pad = 0;          // kp
+  int operand_stride = 0;  // ldh: floats between staged operand rows
   int operands = 0;       // ng
   int buffers = 0;        // nbuf
   bool side_buffer = false;
@@ -130,6 +194,12 @@ struct Plan {
   // Estimated time per step in microseconds (provisional constants, see below).
   double est_step_us = 0.0;
   double est_stepwise_step_us = 0.0;
+  // Floors of one step, for the benchmark's achieved fractions: the product's multiply-adds
+  // (padded tiles included) at the device's peak rate for this product, and the step's
+  // barriers at the modelled barrier latency.
+  double floor_compute_us = 0.0;
+  double floor_barrier_us = 0.0;
+  double fma_per_step = 0.0;  // multiply-adds per CTA per step, padding included
 };
 
 // ---- provisional cost constants --------------------------------------------------------------
@@ -144,6 +214,14 @@ constexpr double kDsmemBytesPerUsPerSm = 100e3;
 constexpr double kStepwiseLaunchUs = 2.5;    // per kernel of the stepwise loop (GEMM or pointwise)
 constexpr double kStepwiseGemmTflopsF32 = 20.0;   // thin per-step GEMM, exact fp32 (no TF32)
 constexpr double kStepwiseGemmTflopsHalf = 150.0;  // thin per-step GEMM on tensor cores
+// Tensor-core products: mma.sync peak per SM and clock (dense; 16-bit operands 1024
+// multiply-adds, TF32 half that: A100's published rates, which H100/H200 reach per clock with
+// mma.sync; their wgmma peak is higher), the fraction reached by the thin, split-K tiles of a
+// persistent step, and the latency of one dependent mma.sync in a warp's accumulation chain.
+constexpr double kMmaFmaPerClk16 = 1024.0;
+constexpr double kMmaFmaPerClkTf32 = 512.0;
+constexpr double kMmaEfficiency = 0.35;
+constexpr double kMmaLatencyClk = 32.0;
 
 constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 constexpr int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -157,21 +235,53 @@ inline int operand_count(const Problem& p) {
 }
 
 inline int64_t smem_for(int64_t J, int64_t kp, int64_t bt, int ng, int nbuf, bool side,
-                        int elem) {
-  return align16(3 * J * kp * elem) + nbuf * ng * bt * kp * 4 + (side ? bt * kp * 4 : 0) +
-         bt * 3 * J * 4;
+                        int elem, Product prod = Product::kSimt) {
+  const int64_t ldh = operand_stride(kp, prod);
+  return align16(3 * J * kp * elem) + nbuf * ng * bt * ldh * 4 + (side ? bt * ldh * 4 : 0) +
+         bt * 3 * J * 4 + partial_bytes(prod);
 }
 
-// Batch rows per tile: the most that fit next to the weights (<= the rows needed), a multiple
-// of 8 (register tiles of 8 rows), or of 2 below 8. 0 when not even 2 rows fit.
+// Batch rows per tile: the most that fit next to the weights (<= the rows needed, rounded up),
+// simt: a multiple of 8 (register tiles of 8 rows), or of 2 below 8; tensor cores: a multiple
+// of 16 (the mma.sync M; fewer rows are padded). 0 when not even the smallest tile fits.
 inline int64_t batch_tile_for(int64_t rows_wanted, int64_t J, int64_t kp, int ng, int nbuf,
-                              bool side, int elem, int64_t smem_limit) {
-  const int64_t fixed = smem_for(J, kp, 0, ng, nbuf, side, elem);
-  const int64_t per_row = smem_for(J, kp, 1, ng, nbuf, side, elem) - fixed;
+                              bool side, int elem, int64_t smem_limit,
+                              Product prod = Product::kSimt) {
+  const int64_t fixed = smem_for(J, kp, 0, ng, nbuf, side, elem, prod);
+  const int64_t per_row = smem_for(J, kp, 1, ng, nbuf, side, elem, prod) - fixed;
   if (fixed >= smem_limit) return 0;
-  int64_t bt = std::min((smem_limit - fixed) / per_row, round_up(std::max<int64_t>(rows_wanted, 1), 2));
+  const int64_t wanted = std::max<int64_t>(rows_wanted, 1);
+  if (uses_tensor_cores(prod)) {
+    const int64_t bt = std::min((smem_limit - fixed) / per_row, round_up(wanted, kMmaM));
+    return bt >= kMmaM ? bt / kMmaM * kMmaM : 0;
+  }
+  int64_t bt = std::min((smem_limit - fixed) / per_row, round_up(wanted, 2));
   bt = bt >= 8 ? bt / 8 * 8 : bt / 2 * 2;
   return bt >= 2 ? bt : 0;
+}
+
+// Whether `prod` can compute this problem's product on this device; why not in `why`.
+inline bool product_applies(const DeviceCaps& d, const Problem& p, Product prod,
+                            std::string& why) {
+  if (!uses_tensor_cores(prod)) return true;
+  if (d.cc_major < 8) {
+    why = std::string(product_name(prod)) + " needs mma.sync (sm_80 or newer)";
+    return false;
+  }
+  const bool half = p.dtype == DType::kFloat16 || p.dtype == DType::kBFloat16;
+  if (prod == Product::kTensorCore && !half) {
+    why = "tensor_core takes float16/bfloat16 operands (float32 runs tf32 or 3xtf32)";
+    return false;
+  }
+  if ((prod == Product::kTf32 || prod == Product::k3xTf32) && p.dtype != DType::kFloat32) {
+    why = std::string(product_name(prod)) + " is for float32 inputs";
+    return false;
+  }
+  if (prod == Product::kTf32 && !p.allow_tf32) {
+    why = "tf32 needs TF32 allowed (torch.backends.cuda.matmul.allow_tf32 = True)";
+    return false;
+  }
+  return true;
 }
 
 inline int max_cluster_size(const DeviceCaps& d) {
@@ -215,15 +325,56 @@ inline double fma_per_clk_per_sm(const DeviceCaps& d) {
   return (d.cc_major == 8 && d.cc_minor == 0) ? 64.0 : 128.0;  // A100: 64 fp32 lanes per SM
 }
 
-// Rows the register tiles compute for `rows` real rows in tiles of bt: 8-row tiles while 8 or
-// more rows are left in a pass, 2-row tiles below.
-inline int64_t padded_rows(int64_t rows, int64_t bt) {
+// Peak multiply-adds per SM and clock of a product (3xtf32: three TF32 products per result).
+inline double peak_fma_per_clk(const DeviceCaps& d, Product prod) {
+  switch (prod) {
+    case Product::kTensorCore: return kMmaFmaPerClk16;
+    case Product::kTf32: return kMmaFmaPerClkTf32;
+    case Product::k3xTf32: return kMmaFmaPerClkTf32 / 3.0;
+    default: return fma_per_clk_per_sm(d);
+  }
+}
+
+// Rows the product computes for `rows` real rows in tiles of bt: simt, 8-row register tiles
+// while 8 or more rows are left in a pass, 2-row tiles below; tensor cores, 16-row tiles.
+inline int64_t padded_rows(int64_t rows, int64_t bt, Product prod = Product::kSimt) {
   int64_t total = 0;
   for (int64_t b0 = 0; b0 < rows; b0 += bt) {
     const int64_t r = std::min(bt, rows - b0);
-    total += r >= 8 ? round_up(r, 8) : round_up(r, 2);
+    if (uses_tensor_cores(prod)) {
+      total += round_up(r, kMmaM);
+    } else {
+      total += r >= 8 ? round_up(r, 8) : round_up(r, 2);
+    }
   }
   return total;
+}
+
+// Modelled microseconds of one CTA's product over `rows` padded rows (several tiles on the grid
+// path): simt, the FMA throughput at kSimtEfficiency; tensor cores, the larger of the mma.sync
+// throughput at kMmaEfficiency and the latency of the longest warp's dependent chain (the
+// kernels split K over the warps and keep two accumulator chains per warp).
+inline double product_us(const DeviceCaps& d, Product prod, int64_t rows, int64_t J, int64_t kp) {
+  const double fma = double(rows) * 3.0 * double(J) * double(kp);
+  if (!uses_tensor_cores(prod)) {
+    return fma / (fma_per_clk_per_sm(d) * kSimtEfficiency * kClockGHz * 1e3);
+  }
+  const double throughput = fma / (peak_fma_per_clk(d, prod) * kMmaEfficiency * kClockGHz * 1e3);
+  const int64_t kstep = prod == Product::kTensorCore ? 16 : 8;
+  const int64_t warps = kThreads / 32;
+  const int64_t tiles = ceil_div(rows, kMmaM) * (3 * J / kMmaN);
+  const int64_t split = tiles >= warps ? 1 : warps / tiles;
+  const int64_t chain = ceil_div(ceil_div(tiles * split, warps) * ceil_div(kp / kstep, split), 2) *
+                        (prod == Product::k3xTf32 ? 3 : 1);
+  const double latency = double(chain) * kMmaLatencyClk / (kClockGHz * 1e3);
+  return std::max(throughput, latency);
+}
+
+// The floor of the same product: its multiply-adds at the peak rate, nothing else.
+inline double product_floor_us(const DeviceCaps& d, Product prod, int64_t rows, int64_t J,
+                               int64_t kp) {
+  return double(rows) * 3.0 * double(J) * double(kp) /
+         (peak_fma_per_clk(d, prod) * kClockGHz * 1e3);
 }
 
 inline double stepwise_step_us(const Problem& p) {
@@ -240,9 +391,15 @@ inline void fail(Plan& plan, Path path, const std::string& why) {
   plan.reason = std::string(path_name(path)) + " does not fit: " + why;
 }
 
-// The grid-barrier path. plan.path is kGrid when it fits, else kStepwise with the reason.
-inline Plan plan_grid(const DeviceCaps& d, const Problem& p) {
+// The grid-barrier path with product `prod` (not kAuto). plan.path is kGrid when it fits,
+// else kStepwise with the reason.
+inline Plan plan_grid(const DeviceCaps& d, const Problem& p, Product prod = Product::kSimt) {
   Plan plan;
+  std::string why;
+  if (!product_applies(d, p, prod, why)) {
+    fail(plan, Path::kGrid, why);
+    return plan;
+  }
   if (!d.cooperative_launch) {
     fail(plan, Path::kGrid, "the device has no cooperative launch");
     return plan;
@@ -252,19 +409,23 @@ inline Plan plan_grid(const DeviceCaps& d, const Problem& p) {
     return plan;
   }
   const int elem = dtype_bytes(p.dtype);
-  const int64_t J = round_up(ceil_div(p.H, d.sm_count), kRC);
+  const int64_t J = round_up(ceil_div(p.H, d.sm_count), unit_align(prod));
   const int64_t ctas = ceil_div(p.H, J);
   const int64_t kp = round_up(p.H, kKAlign);
   const int ng = operand_count(p);
-  const int64_t bt = batch_tile_for(p.B, J, kp, ng, 1, false, elem, d.smem_per_block_optin);
+  const int64_t bt =
+      batch_tile_for(p.B, J, kp, ng, 1, false, elem, d.smem_per_block_optin, prod);
   if (bt == 0) {
     fail(plan, Path::kGrid,
          "U slice of " + std::to_string(J) + " units x 3 gates x " + std::to_string(kp) +
-             " = " + std::to_string(3 * J * kp * elem) + " bytes plus 2 staged rows exceeds " +
+             " = " + std::to_string(3 * J * kp * elem) + " bytes plus " +
+             (uses_tensor_cores(prod) ? "16" : "2") + " staged rows exceeds " +
              std::to_string(d.smem_per_block_optin) + " bytes of shared memory per block");
     return plan;
   }
   plan.path = Path::kGrid;
+  plan.product = prod;
+  plan.operand_stride = int(operand_stride(kp, prod));
   plan.units_per_cta = int(J);
   plan.ctas = int(ctas);
   plan.batch_tile = int(bt);
@@ -272,23 +433,32 @@ inline Plan plan_grid(const DeviceCaps& d, const Problem& p) {
   plan.operands = ng;
   plan.buffers = 1;
   plan.weight_bytes = 3 * J * kp * elem;
-  plan.smem_bytes = smem_for(J, kp, bt, ng, 1, false, elem);
+  plan.smem_bytes = smem_for(J, kp, bt, ng, 1, false, elem, prod);
   plan.barriers_per_step = p.reset_after ? 1 : 2;
-  const double fma = double(padded_rows(p.B, bt)) * 3.0 * double(J) * double(kp);
-  const double compute_us =
-      fma / (fma_per_clk_per_sm(d) * kSimtEfficiency * kClockGHz * 1e3);
+  const int64_t rows = padded_rows(p.B, bt, prod);
+  const double compute_us = product_us(d, prod, rows, J, kp);
   // Each CTA reads every staged row of the exchanged state (or gate gradients) from L2.
   const double l2_us = double(p.B) * double(p.H) * ng * elem / kL2BytesPerUsPerSm;
   plan.est_step_us = compute_us + l2_us + plan.barriers_per_step * kGridBarrierUs;
   plan.est_stepwise_step_us = stepwise_step_us(p);
+  plan.fma_per_step = double(rows) * 3.0 * double(J) * double(kp);
+  plan.floor_compute_us = product_floor_us(d, prod, rows, J, kp);
+  plan.floor_barrier_us = plan.barriers_per_step * kGridBarrierUs;
   plan.reason = "persistent fits: " + std::to_string(ctas) + " CTAs x " + std::to_string(J) +
-                " units, " + std::to_string(plan.smem_bytes) + " bytes of shared memory per CTA";
+                " units, " + product_name(prod) + " product, " +
+                std::to_string(plan.smem_bytes) + " bytes of shared memory per CTA";
   return plan;
 }
 
-// The cluster path (sm_90). plan.path is kCluster when it fits, else kStepwise with the reason.
-inline Plan plan_cluster(const DeviceCaps& d, const Problem& p) {
+// The cluster path (sm_90) with product `prod` (not kAuto). plan.path is kCluster when it fits,
+// else kStepwise with the reason.
+inline Plan plan_cluster(const DeviceCaps& d, const Problem& p, Product prod = Product::kSimt) {
   Plan plan;
+  std::string why;
+  if (!product_applies(d, p, prod, why)) {
+    fail(plan, Path::kCluster, why);
+    return plan;
+  }
   if (d.cc_major < 9 || !d.cluster_launch) {
     fail(plan, Path::kCluster, "thread-block clusters need sm_90 (this device is sm_" +
                                    std::to_string(d.cc_major) + std::to_string(d.cc_minor) + ")");
@@ -296,23 +466,27 @@ inline Plan plan_cluster(const DeviceCaps& d, const Problem& p) {
   }
   const int elem = dtype_bytes(p.dtype);
   const int cs_max = max_cluster_size(d);
-  const int64_t J = round_up(ceil_div(p.H, cs_max), kRC);
+  const int64_t J = round_up(ceil_div(p.H, cs_max), unit_align(prod));
   const int64_t cs = ceil_div(p.H, J);
   const int64_t kp = round_up(p.H, kKAlign);
   const int ng = operand_count(p);
   const bool side = !p.reset_after;
   auto tile = [&](int64_t rows_wanted) {
-    return batch_tile_for(rows_wanted, J, kp, ng, 2, side, elem, d.smem_per_block_optin);
+    return batch_tile_for(rows_wanted, J, kp, ng, 2, side, elem, d.smem_per_block_optin, prod);
   };
   auto fit_at = [&](int64_t tile_rows) {
-    return int64_t(active_clusters(d, int(cs), smem_for(J, kp, tile_rows, ng, 2, side, elem)));
+    return int64_t(
+        active_clusters(d, int(cs), smem_for(J, kp, tile_rows, ng, 2, side, elem, prod)));
   };
+  const bool tc = uses_tensor_cores(prod);
+  const int64_t min_tile = tc ? kMmaM : 2;
   const int64_t bt_max = tile(p.B);  // the largest tile shared memory allows (<= B rounded)
   if (bt_max == 0) {
     fail(plan, Path::kCluster,
          "U slice of " + std::to_string(J) + " units x 3 gates x " + std::to_string(kp) +
              " in a " + std::to_string(cs) + "-CTA cluster = " +
-             std::to_string(3 * J * kp * elem) + " bytes plus 2 double-buffered rows exceeds " +
+             std::to_string(3 * J * kp * elem) + " bytes plus " + std::to_string(min_tile) +
+             " double-buffered rows exceeds " +
              std::to_string(d.smem_per_block_optin) + " bytes of shared memory per block");
     return plan;
   }
@@ -326,19 +500,19 @@ inline Plan plan_cluster(const DeviceCaps& d, const Problem& p) {
   int64_t bt = tile(ceil_div(p.B, std::max<int64_t>(1, d.sm_count / cs)));
   int64_t fit = fit_at(bt);
   for (int iter = 0; iter < 16 && fit >= 1 && ceil_div(p.B, bt) > fit && bt < bt_max; ++iter) {
-    const int64_t wider = std::max(tile(ceil_div(p.B, fit)), bt + (bt >= 8 ? 8 : 2));
+    const int64_t wider = std::max(tile(ceil_div(p.B, fit)), bt + (tc ? kMmaM : bt >= 8 ? 8 : 2));
     bt = std::min(wider, bt_max);
     fit = fit_at(bt);
   }
   // Not even one cluster resident at this tile: narrower tiles need less shared memory.
-  while (fit < 1 && bt > 2) {
-    bt = bt > 8 ? (bt / 2 + 7) / 8 * 8 : bt - 2;
+  while (fit < 1 && bt > min_tile) {
+    bt = tc ? round_up(bt / 2, kMmaM) : bt > 8 ? (bt / 2 + 7) / 8 * 8 : bt - 2;
     fit = fit_at(bt);
   }
   if (fit < 1) {
     fail(plan, Path::kCluster,
          "the device cannot hold one cluster of " + std::to_string(cs) + " CTAs with " +
-             std::to_string(smem_for(J, kp, bt, ng, 2, side, elem)) +
+             std::to_string(smem_for(J, kp, bt, ng, 2, side, elem, prod)) +
              " bytes of shared memory each");
     return plan;
   }
@@ -348,6 +522,8 @@ inline Plan plan_cluster(const DeviceCaps& d, const Problem& p) {
     return plan;
   }
   plan.path = Path::kCluster;
+  plan.product = prod;
+  plan.operand_stride = int(operand_stride(kp, prod));
   plan.units_per_cta = int(J);
   plan.ctas = int(cs);
   plan.clusters = int(clusters);
@@ -357,21 +533,24 @@ inline Plan plan_cluster(const DeviceCaps& d, const Problem& p) {
   plan.buffers = 2;
   plan.side_buffer = side;
   plan.weight_bytes = 3 * J * kp * elem;
-  plan.smem_bytes = smem_for(J, kp, bt, ng, 2, side, elem);
+  plan.smem_bytes = smem_for(J, kp, bt, ng, 2, side, elem, prod);
   plan.barriers_per_step = p.reset_after ? 1 : 2;
-  const double rows = double(bt >= 8 ? round_up(bt, 8) : round_up(bt, 2));
+  const int64_t rows = padded_rows(std::min(p.B, bt), bt, prod);
   plan.active_clusters = int(fit);
   plan.waves = int(ceil_div(clusters, fit));
   const double waves = double(plan.waves);
-  const double fma = rows * 3.0 * double(J) * double(kp);
-  const double compute_us = fma / (fma_per_clk_per_sm(d) * kSimtEfficiency * kClockGHz * 1e3);
+  const double compute_us = product_us(d, prod, rows, J, kp);
   const double push_us = double(bt) * double(p.H) * ng * 4.0 / kDsmemBytesPerUsPerSm;
   plan.est_step_us =
       waves * (compute_us + push_us + plan.barriers_per_step * kClusterBarrierUs);
   plan.est_stepwise_step_us = stepwise_step_us(p);
+  plan.fma_per_step = double(rows) * 3.0 * double(J) * double(kp);
+  plan.floor_compute_us = waves * product_floor_us(d, prod, rows, J, kp);
+  plan.floor_barrier_us = waves * plan.barriers_per_step * kClusterBarrierUs;
   plan.reason = "persistent_cluster fits: " + std::to_string(clusters) + " cluster(s) of " +
                 std::to_string(cs) + " CTAs x " + std::to_string(J) + " units, " +
-                std::to_string(bt) + " batch rows each, " + std::to_string(plan.smem_bytes) +
+                product_name(prod) + " product, " + std::to_string(bt) +
+                " batch rows each, " + std::to_string(plan.smem_bytes) +
                 " bytes of shared memory per CTA, " + std::to_string(fit) +
                 " cluster(s) resident at once, " + std::to_string(plan.waves) + " wave(s)";
   return plan;
@@ -401,10 +580,40 @@ inline bool generally_supported(const DeviceCaps& d, const Problem& p, std::stri
   return true;
 }
 
+// The plan of `path` (kGrid or kCluster) with product `prod`; kAuto: of the products that
+// apply and fit, the one with the lowest estimated step (float32 tries simt, 3xtf32 and, where
+// TF32 is allowed, tf32; float16/bfloat16 simt and tensor_core). When none fits, the reason
+// of the first product tried that applies (else of the first).
+inline Plan plan_path(const DeviceCaps& d, const Problem& p, Path path,
+                      Product prod = Product::kAuto) {
+  auto plan_one = [&](Product x) {
+    return path == Path::kCluster ? plan_cluster(d, p, x) : plan_grid(d, p, x);
+  };
+  if (prod != Product::kAuto) return plan_one(prod);
+  Plan best;
+  bool found = false;
+  std::string first_why;
+  for (Product x : {Product::kSimt, Product::kTensorCore, Product::kTf32, Product::k3xTf32}) {
+    std::string why;
+    if (x != Product::kSimt && !product_applies(d, p, x, why)) continue;
+    Plan plan = plan_one(x);
+    if (plan.path != path) {
+      if (first_why.empty()) first_why = plan.reason;
+      continue;
+    }
+    if (!found || plan.est_step_us < best.est_step_us) best = plan;
+    found = true;
+  }
+  if (!found) fail(best, path, first_why.substr(first_why.find(": ") + 2));
+  return best;
+}
+
 // The path for a problem: `forced` kAuto picks by fit and the provisional cost estimates;
 // kStepwise always gives stepwise; kGrid / kCluster give that path if it fits, else stepwise
-// with the reason (the glue raises for a forced path that does not fit).
-inline Plan choose_path(const DeviceCaps& d, const Problem& p, Path forced = Path::kAuto) {
+// with the reason (the glue raises for a forced path that does not fit). `product` forces the
+// recurrent product the same way (kAuto: the cheapest estimate that fits).
+inline Plan choose_path(const DeviceCaps& d, const Problem& p, Path forced = Path::kAuto,
+                        Product product = Product::kAuto) {
   Plan plan;
   if (forced == Path::kStepwise) {
     plan.reason = "stepwise forced";
@@ -415,11 +624,12 @@ inline Plan choose_path(const DeviceCaps& d, const Problem& p, Path forced = Pat
     plan.reason = why;
     return plan;
   }
-  if (forced == Path::kGrid) return plan_grid(d, p);
-  if (forced == Path::kCluster) return plan_cluster(d, p);
+  if (forced == Path::kGrid || forced == Path::kCluster) {
+    return plan_path(d, p, forced, product);
+  }
 
-  const Plan cluster = plan_cluster(d, p);
-  const Plan grid = plan_grid(d, p);
+  const Plan cluster = plan_path(d, p, Path::kCluster, product);
+  const Plan grid = plan_path(d, p, Path::kGrid, product);
   const Plan* best = nullptr;
   if (cluster.path == Path::kCluster) best = &cluster;
   if (grid.path == Path::kGrid && (best == nullptr || grid.est_step_us < best->est_step_us)) {
@@ -442,13 +652,14 @@ inline Plan choose_path(const DeviceCaps& d, const Problem& p, Path forced = Pat
   return *best;
 }
 
-// Largest H (<= limit) for which `path` fits with the other fields of p; 0 if none.
-inline int64_t max_units(const DeviceCaps& d, Problem p, Path path, int64_t limit = 8192) {
+// Largest H (<= limit) for which `path` fits with the other fields of p (with `product`, or
+// any product for kAuto); 0 if none.
+inline int64_t max_units(const DeviceCaps& d, Problem p, Path path, int64_t limit = 8192,
+                         Product product = Product::kAuto) {
   int64_t best = 0;
   for (int64_t h = 1; h <= limit; ++h) {
     p.H = h;
-    const Plan plan = path == Path::kCluster ? plan_cluster(d, p) : plan_grid(d, p);
-    if (plan.path == path) best = h;
+    if (plan_path(d, p, path, product).path == path) best = h;
   }
   return best;
 }

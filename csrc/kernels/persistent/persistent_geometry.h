@@ -14,6 +14,8 @@ inline kernels::PersistentGeometry geometry_from_plan(const Plan& plan) {
   g.cluster = plan.path == Path::kCluster ? 1 : 0;
   g.J = plan.units_per_cta;
   g.kp = plan.k_pad;
+  g.ldh = plan.operand_stride;
+  g.product = static_cast<int>(plan.product);
   g.bt = plan.batch_tile;
   g.ng = plan.operands;
   g.ctas = plan.ctas;

@@ -1,7 +1,10 @@
-// The recurrent product of a persistent CTA: register tiles, warp reduce-scatter.
+// The recurrent product of a persistent CTA: the SIMT product (register tiles, warp
+// reduce-scatter) and the choice between it and the tensor-core products (tensor_core.cuh).
 #pragma once
 
 #include "kernels/persistent/device.cuh"
+#include "kernels/persistent/operand.cuh"
+#include "kernels/persistent/tensor_core.cuh"
 
 namespace gru_cuda {
 namespace kernels {
@@ -48,10 +51,10 @@ __device__ __forceinline__ float warp_reduce_scatter(float (&v)[N], int lane) {
   return butterfly_sum<16 / N>(v[0]);
 }
 
-// gs[r·ldg + g·J + jj] = Σ_k hs[op(g)][r][k] · w[(g·J + jj)·kp + k] for r < rows rounded up to
-// RB, g in [g0, g1), jj < J; op(g) = g - g0 when per_gate, else 0.
+// gs[r·ldg + g·J + jj] = Σ_k hs[op(g)][r·ldh + k] · w[(g·J + jj)·kp + k] for r < rows rounded
+// up to RB, g in [g0, g1), jj < J; op(g) = g - g0 when per_gate, else 0.
 template <int RB, typename TW>
-__device__ __forceinline__ void gemm_tiles(const float* __restrict__ hs, int op_stride,
+__device__ __forceinline__ void gemm_tiles(const float* __restrict__ hs, int op_stride, int ldh,
                                            bool per_gate, const TW* __restrict__ w, int J,
                                            int kp, int rows, int g0, int g1,
                                            float* __restrict__ gs, int ldg) {
@@ -69,7 +72,7 @@ __device__ __forceinline__ void gemm_tiles(const float* __restrict__ hs, int op_
     const int ct = rem / row_tiles;
     const int rt = rem - ct * row_tiles;
     const int g = g0 + gi;
-    const float* h = hs + (per_gate ? gi * op_stride : 0) + rt * RB * kp;
+    const float* h = hs + (per_gate ? gi * op_stride : 0) + rt * RB * ldh;
     const TW* wt = w + (g * J + ct * kRC) * kp;
     float acc[N];
 #pragma unroll
@@ -77,7 +80,7 @@ __device__ __forceinline__ void gemm_tiles(const float* __restrict__ hs, int op_
     for (int k = 2 * lane; k < kp; k += 64) {
       float2 hv[RB], wv[kRC];
 #pragma unroll
-      for (int i = 0; i < RB; ++i) hv[i] = ld_pair(h + i * kp + k);
+      for (int i = 0; i < RB; ++i) hv[i] = ld_pair(h + i * ldh + k);
 #pragma unroll
       for (int c = 0; c < kRC; ++c) wv[c] = ld_pair(wt + c * kp + k);
 #pragma unroll
@@ -99,15 +102,23 @@ __device__ __forceinline__ void gemm_tiles(const float* __restrict__ hs, int op_
   }
 }
 
-// 8-row tiles while a pass has 8 rows or more (the batch tile is then a multiple of 8),
-// 2-row tiles below.
-template <typename TW>
-__device__ __forceinline__ void gemm(const float* hs, int op_stride, bool per_gate, const TW* w,
-                                     int J, int kp, int rows, int g0, int g1, float* gs) {
-  if (rows >= 8) {
-    gemm_tiles<8>(hs, op_stride, per_gate, w, J, kp, rows, g0, g1, gs, 3 * J);
+// The product of gates [g0, g1) for `rows` staged rows of operand buffer hs (sm.gs receives
+// it), with the geometry's product: SIMT (8-row tiles while a pass has 8 rows or more, the
+// batch tile then being a multiple of 8; 2-row tiles below) or tensor cores (gemm_mma).
+// Every thread of the CTA calls it; the caller synchronises before reading sm.gs.
+template <typename T>
+__device__ __forceinline__ void recurrent_product(const Smem& sm, const PersistentGeometry& geo,
+                                                  const float* hs, bool per_gate, int rows,
+                                                  int g0, int g1) {
+  const T* w = static_cast<const T*>(sm.w);
+  const int J = geo.J, kp = geo.kp, ldh = geo.ldh;
+  if (geo.product != kProductSimt) {
+    gemm_mma<T>(hs, sm.op_stride, ldh, per_gate, w, J, kp, rows, g0, g1, sm.gs, sm.part,
+                geo.product);
+  } else if (rows >= 8) {
+    gemm_tiles<8>(hs, sm.op_stride, ldh, per_gate, w, J, kp, rows, g0, g1, sm.gs, 3 * J);
   } else {
-    gemm_tiles<2>(hs, op_stride, per_gate, w, J, kp, rows, g0, g1, gs, 3 * J);
+    gemm_tiles<2>(hs, sm.op_stride, ldh, per_gate, w, J, kp, rows, g0, g1, sm.gs, 3 * J);
   }
 }
 
