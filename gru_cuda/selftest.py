@@ -53,6 +53,8 @@ TOLERANCES: Dict[torch.dtype, tuple] = {
     torch.float16: (5e-3, 1e-2),
     torch.bfloat16: (3e-2, 6e-2),
 }
+# The persistent paths' tf32 product (float32 on TF32 tensor cores, 10-bit mantissas).
+TF32_TOLERANCES = (3e-3, 6e-3)
 _DTYPE_NAMES = {torch.float64: "float64", torch.float32: "float32", torch.float16: "float16",
                 torch.bfloat16: "bfloat16"}
 
@@ -162,10 +164,25 @@ def _forward_backward(fn, tensors: dict, kw: dict, dtype, device):
     return out.detach(), state.detach(), grads
 
 
+def _products(path: str, dtype: torch.dtype, device: torch.device) -> Sequence[Optional[str]]:
+    """The recurrent products to force on `path` for `dtype` (None: the model's choice): on the
+    persistent paths of an sm_80+ GPU, every product that applies to the dtype."""
+    if path not in ("persistent", "persistent_cluster") or device.type != "cuda":
+        return (None,)
+    if torch.cuda.get_device_capability(device)[0] < 8:
+        return ("simt",)
+    if dtype in (torch.float16, torch.bfloat16):
+        return ("simt", "tensor_core")
+    if dtype == torch.float32:
+        return ("simt", "3xtf32", "tf32")
+    return (None,)  # float64: the persistent paths refuse it (a skip row)
+
+
 def _check_one(path: str, dtype: torch.dtype, reset_after: bool, options: str,
-               device: torch.device, generator: torch.Generator) -> Row:
-    row = Row(path, _DTYPE_NAMES[dtype], "reset_after" if reset_after else "reset_before",
-              options)
+               device: torch.device, generator: torch.Generator,
+               product: Optional[str] = None) -> Row:
+    row = Row(path if product is None else f"{path}:{product}", _DTYPE_NAMES[dtype],
+              "reset_after" if reset_after else "reset_before", options)
     prob = _problem(options, reset_after, generator, dtype)
     # The reference sees the inputs the kernel sees: rounded to the dtype, then float64.
     rounded = {k: (None if v is None else v.to(dtype).double()) for k, v in prob["tensors"].items()}
@@ -174,8 +191,10 @@ def _check_one(path: str, dtype: torch.dtype, reset_after: bool, options: str,
     r_out, r_state, r_grads = _forward_backward(reference.gru, rounded, kw_ref, torch.float64,
                                                 torch.device("cpu"))
     poison_allocator(device)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = product == "tf32"  # the only product that uses it
     try:
-        with dispatch.force_path(path):
+        with dispatch.force_path(path), dispatch.force_product(product):
             out, state, grads = _forward_backward(_kernel_gru, rounded, kw_ref, dtype, device)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -185,15 +204,20 @@ def _check_one(path: str, dtype: torch.dtype, reset_after: bool, options: str,
     except Exception as e:  # anything else is a failure of the install or the kernel
         row.status, row.note = "FAIL", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         return row
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     if device.type == "cuda":
         ran = dispatch.last_path()
         wrong = [f"{d} ran {ran[d]!r} ({ran[d + '_reason']})" for d in ("forward", "backward")
                  if ran[d] != path]
+        if product is not None:
+            wrong += [f"{d} ran the {ran[d + '_product']!r} product"
+                      for d in ("forward", "backward") if ran[d + "_product"] != product]
         if wrong:
             row.status, row.note = "FAIL", "not the forced path: " + "; ".join(wrong)
     row.forward_error = max(_rel(out, r_out), _rel(state, r_state))
     row.gradient_error = max(_rel(g, e) for g, e in zip(grads, r_grads))
-    tol_f, tol_g = TOLERANCES[dtype]
+    tol_f, tol_g = TF32_TOLERANCES if product == "tf32" else TOLERANCES[dtype]
     bad = []
     for what, err, tol in (("forward", row.forward_error, tol_f),
                            ("gradients", row.gradient_error, tol_g)):
@@ -206,8 +230,10 @@ def _check_one(path: str, dtype: torch.dtype, reset_after: bool, options: str,
     return row
 
 
-# Every path gets every dtype: the persistent paths refuse float64 with a ValueError (a skip);
-# a silent fallback to another path instead fails the last_path check.
+# Every path gets every dtype (and, on the persistent paths of an sm_80+ GPU, every recurrent
+# product that applies: rows "persistent:tensor_core", ...): the persistent paths refuse
+# float64 with a ValueError (a skip); a silent fallback to another path (or product) instead
+# fails the last_path check.
 DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
@@ -240,12 +266,14 @@ def run(device=None, paths: Optional[Sequence[str]] = None, quick: bool = False,
 def _run_all(available, device, quick, generator, rows, progress) -> None:
     for path in available:
         for dtype in DTYPES:
-            for reset_after in (True, False):
-                for options in (QUICK_OPTION_SETS if quick else OPTION_SETS):
-                    row = _check_one(path, dtype, reset_after, options, device, generator)
-                    rows.append(row)
-                    if progress is not None:
-                        progress(row)
+            for product in _products(path, dtype, device):
+                for reset_after in (True, False):
+                    for options in (QUICK_OPTION_SETS if quick else OPTION_SETS):
+                        row = _check_one(path, dtype, reset_after, options, device, generator,
+                                         product)
+                        rows.append(row)
+                        if progress is not None:
+                            progress(row)
 
 
 def device_facts(device=None, rows: Sequence[Row] = ()) -> dict:
@@ -309,12 +337,12 @@ def _fmt(v: Optional[float]) -> str:
 
 
 def print_table(rows: Sequence[Row], out=sys.stdout) -> None:
-    head = (f"{'path':19s}{'dtype':9s}{'convention':13s}{'options':24s}"
+    head = (f"{'path':31s}{'dtype':9s}{'convention':13s}{'options':24s}"
             f"{'fwd err':>9s}{'grad err':>10s}  status")
     print(head, file=out)
     print("-" * len(head), file=out)
     for r in rows:
-        line = (f"{r.path:19s}{r.dtype:9s}{r.convention:13s}{r.options:24s}"
+        line = (f"{r.path:31s}{r.dtype:9s}{r.convention:13s}{r.options:24s}"
                 f"{_fmt(r.forward_error):>9s}{_fmt(r.gradient_error):>10s}  {r.status}")
         if r.note:
             line += f"  {r.note[:110]}"

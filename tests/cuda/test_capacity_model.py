@@ -39,10 +39,7 @@ def per_row_bytes(p):
 
 
 def tile_step(p):
-    """The granularity of the batch tile: 16 rows (the mma.sync M) for the tensor-core
-    products; for the SIMT product 8 rows, or 2 below 8."""
-    if p["product"] != "simt":
-        return 16
+    """The granularity of the batch tile: 8 rows, or 2 below 8 (every product)."""
     return 8 if p["batch_tile"] >= 8 else 2
 
 

@@ -245,11 +245,11 @@ PLANTS = {
     # The barrier between the cluster forward's recurrent product (written to shared memory by
     # one lane per value) and the pointwise part that reads it from other warps.
     "missing_barrier": ("persistent", "kernels/persistent/cluster.cuh",
-                        "    gemm(cur, sm.op_stride, q != nullptr, w, J, kp, rows, 0, "
-                        "kRA ? 3 : 2, sm.gs);\n"
+                        "    recurrent_product<T>(sm, geo, cur, q != nullptr, rows, 0, "
+                        "kRA ? 3 : 2);\n"
                         "    __syncthreads();\n",
-                        "    gemm(cur, sm.op_stride, q != nullptr, w, J, kp, rows, 0, "
-                        "kRA ? 3 : 2, sm.gs);\n",
+                        "    recurrent_product<T>(sm, geo, cur, q != nullptr, rows, 0, "
+                        "kRA ? 3 : 2);\n",
                         "--persistent"),
     # The barrier between the column-sum kernel's per-lane partial sums in shared memory and the
     # first lane row that adds them up (the stepwise family's one kernel with a barrier).

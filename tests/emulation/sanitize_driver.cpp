@@ -5,7 +5,8 @@
 //   (a) the stepwise per-step kernels through their launchers (gru_kernels.h), orchestrated as
 //       csrc/cuda/stepwise.cpp does, a naive GEMM in place of cuBLAS, forward + backward
 //       (with the utility kernels: mask multiply, gather of previous states, column sums);
-//   (b) the persistent grid and cluster kernels, forward + backward.
+//   (b) the persistent grid and cluster kernels, forward + backward, with the SIMT product and
+//       with the 3xTF32 tensor-core product (emulated mma.sync / ldmatrix, fp32-level results).
 // Checks: outputs and final state against a naive double-precision forward; the stepwise
 // gradients (h0, bias, and U on the smallest problems) against central finite differences of
 // that forward; the persistent states, workspace, gate gradients and grad_h0 against the
@@ -461,12 +462,13 @@ Bwd stepwise_backward(const Case& c, const Inputs& in, const Fwd& f) {
 
 // ---- (b) the persistent paths ------------------------------------------------------------------
 
-bool persistent_forward(const Case& c, const Inputs& in, const std::string& path, bool save,
-                        Fwd& f) {
+bool persistent_forward(const Case& c, const Inputs& in, const std::string& path,
+                        const std::string& product, bool save, Fwd& f) {
   const int64_t T = c.T, B = c.B, H = c.H, BH = B * H, W = (c.ra ? 4 : 3) * H;
   kn::PersistentGeometry geo;
   std::string info;
-  if (!sd_persistent_plan(T, B, H, c.ra, c.rdm, false, path, c.sm, c.max_cluster, geo, info)) {
+  if (!sd_persistent_plan(T, B, H, c.ra, c.rdm, false, path, product, c.sm, c.max_cluster, geo,
+                          info)) {
     std::printf("FAIL  %-24s %s forward: %s\n", c.name, path.c_str(), info.c_str());
     ++g_failures;
     return false;
@@ -507,12 +509,13 @@ bool persistent_forward(const Case& c, const Inputs& in, const std::string& path
   return true;
 }
 
-bool persistent_backward(const Case& c, const Inputs& in, const std::string& path, const Fwd& f,
-                         Bwd& r) {
+bool persistent_backward(const Case& c, const Inputs& in, const std::string& path,
+                         const std::string& product, const Fwd& f, Bwd& r) {
   const int64_t T = c.T, B = c.B, H = c.H, BH = B * H;
   kn::PersistentGeometry geo;
   std::string info;
-  if (!sd_persistent_plan(T, B, H, c.ra, c.rdm, true, path, c.sm, c.max_cluster, geo, info)) {
+  if (!sd_persistent_plan(T, B, H, c.ra, c.rdm, true, path, product, c.sm, c.max_cluster, geo,
+                          info)) {
     std::printf("FAIL  %-24s %s backward: %s\n", c.name, path.c_str(), info.c_str());
     ++g_failures;
     return false;
@@ -574,26 +577,29 @@ void run(const Case& c, unsigned seed, bool only_persistent, bool only_stepwise)
   }
   if (only_stepwise) return;
 
+  for (const char* product : {"simt", "3xtf32"}) {
   for (const char* path : {"persistent", "persistent_cluster"}) {
-    const std::string tag = std::string(path == std::string("persistent") ? "grid" : "cluster");
+    const std::string tag =
+        std::string(path == std::string("persistent") ? "grid " : "cluster ") + product;
     Fwd pf;
-    if (!persistent_forward(c, in, path, true, pf)) continue;
+    if (!persistent_forward(c, in, path, product, true, pf)) continue;
     check(c.name, (tag + " outputs").c_str(), pf.out, ref.out, T * BH, tol);
     check(c.name, (tag + " final_state").c_str(), pf.fin, ref.fin, BH, tol);
     check(c.name, (tag + " states vs stepwise").c_str(), pf.states, sf.states, T * BH, tol);
     check(c.name, (tag + " workspace vs stepwise").c_str(), pf.ws, sf.ws, T * B * W, tol);
     if (c.nosave) {
       Fwd nf;
-      if (persistent_forward(c, in, path, false, nf)) {
+      if (persistent_forward(c, in, path, product, false, nf)) {
         check(c.name, (tag + " outputs (not saved)").c_str(), nf.out, ref.out, T * BH, tol);
         check(c.name, (tag + " final (not saved)").c_str(), nf.fin, ref.fin, BH, tol);
       }
     }
     Bwd pb;  // from the stepwise forward's saved tensors, as the binding hands them over
-    if (!persistent_backward(c, in, path, sf, pb)) continue;
+    if (!persistent_backward(c, in, path, product, sf, pb)) continue;
     check(c.name, (tag + " dgates vs stepwise").c_str(), pb.dG, sb.dG, T * B * 3 * H, tol);
     check(c.name, (tag + " aux vs stepwise").c_str(), pb.aux, sb.aux, T * BH, tol);
     check(c.name, (tag + " grad_h0 vs stepwise").c_str(), pb.gh0, sb.gh0, BH, tol);
+  }
   }
 }
 

@@ -4,8 +4,9 @@
 #include "sanitize_driver.h"
 
 bool sd_persistent_plan(int64_t T, int64_t B, int64_t H, bool reset_after, bool rdm,
-                        bool backward, const std::string& path, int sm_count, int max_cluster,
-                        gru_cuda::kernels::PersistentGeometry& geo, std::string& info) {
+                        bool backward, const std::string& path, const std::string& product,
+                        int sm_count, int max_cluster, gru_cuda::kernels::PersistentGeometry& geo,
+                        std::string& info) {
   emu_pk::ps::Problem pr;
   pr.T = T;
   pr.B = B;
@@ -13,7 +14,7 @@ bool sd_persistent_plan(int64_t T, int64_t B, int64_t H, bool reset_after, bool 
   pr.reset_after = reset_after;
   pr.recurrent_dropout = rdm;
   pr.backward = backward;
-  return emu_pk::plan(pr, path, "simt", sm_count, max_cluster, 0, geo, info);
+  return emu_pk::plan(pr, path, product, sm_count, max_cluster, 0, geo, info);
 }
 
 void sd_persistent_forward(const gru_cuda::kernels::PersistentForwardParams<float>& p,

@@ -172,11 +172,12 @@ def test_round_tf32_is_nearest_ties_away(emu):
 # ---- 3. the kernels' product for one CTA ----------------------------------------------------
 
 # (J, kp, bt, rows, g0, g1, per_gate): split-K over the warps (3 tiles), no split (12 tiles,
-# two m-tiles, one part-filled), one tile split eight ways, the backward's per-gate operands
-# with J = 40, and a single row.
-PRODUCT_SHAPES = [(8, 64, 16, 1, 0, 3, False), (16, 128, 32, 20, 0, 3, True),
-                  (8, 192, 16, 16, 2, 3, False), (40, 64, 16, 5, 0, 2, True),
-                  (8, 64, 16, 16, 0, 3, True)]
+# two m-tiles, one part-filled: its rows past bt = 24 repeat row 23), one tile split eight ways,
+# the backward's per-gate operands with J = 40, a single row in a 2-row tile (the m-tile's
+# other rows repeat row 1), and a full 16-row tile.
+PRODUCT_SHAPES = [(8, 64, 16, 1, 0, 3, False), (16, 128, 24, 20, 0, 3, True),
+                  (8, 192, 8, 8, 2, 3, False), (40, 64, 8, 5, 0, 2, True),
+                  (8, 64, 2, 1, 0, 3, True), (8, 64, 16, 16, 0, 3, True)]
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

@@ -24,10 +24,10 @@
 // Geometry (both persistent paths): a CTA of kThreads threads owns J units (a multiple of kRC;
 // of 8 for the tensor-core products, whose n-tiles of 8 columns must lie in one gate) and all
 // three gate blocks of them; the reduction length H is padded to kp (a multiple of kKAlign) with
-// zeros; batch rows are staged in tiles of bt rows (simt: a multiple of 8, or of 2 below 8;
-// tensor cores: a multiple of 16, the instruction's M, padding small batches) as fp32 operands
-// with a row stride of ldh floats (kp; kp + 8 or kp + 4 for the tensor-core products, so that
-// the eight rows a fragment load touches fall in different banks). Shared memory per CTA:
+// zeros; batch rows are staged in tiles of bt rows (a multiple of 8, or of 2 below 8; the
+// tensor cores' 16-row tiles repeat the tile's last row past its end) as fp32 operands with a
+// row stride of ldh floats (kp; kp + 8 or kp + 4 for the tensor-core products, so that the
+// eight rows a fragment load touches fall in different banks). Shared memory per CTA:
 //   weights   3·J·kp·sizeof(T)                 (U in the storage dtype; tensor cores: 16-byte
 //                                               chunks swizzled by row for ldmatrix)
 //   operands  nbuf·ng·bt·ldh·4                (fp32; nbuf = 2 in the cluster path: double buffer)
@@ -242,8 +242,9 @@ inline int64_t smem_for(int64_t J, int64_t kp, int64_t bt, int ng, int nbuf, boo
 }
 
 // Batch rows per tile: the most that fit next to the weights (<= the rows needed, rounded up),
-// simt: a multiple of 8 (register tiles of 8 rows), or of 2 below 8; tensor cores: a multiple
-// of 16 (the mma.sync M; fewer rows are padded). 0 when not even the smallest tile fits.
+// a multiple of 8 (the SIMT product's register tiles of 8 rows), or of 2 below 8; the
+// tensor-core products compute 16-row tiles whose rows past the tile repeat its last row (no
+// shared memory for the padding). 0 when not even 2 rows fit.
 inline int64_t batch_tile_for(int64_t rows_wanted, int64_t J, int64_t kp, int ng, int nbuf,
                               bool side, int elem, int64_t smem_limit,
                               Product prod = Product::kSimt) {
@@ -251,10 +252,6 @@ inline int64_t batch_tile_for(int64_t rows_wanted, int64_t J, int64_t kp, int ng
   const int64_t per_row = smem_for(J, kp, 1, ng, nbuf, side, elem, prod) - fixed;
   if (fixed >= smem_limit) return 0;
   const int64_t wanted = std::max<int64_t>(rows_wanted, 1);
-  if (uses_tensor_cores(prod)) {
-    const int64_t bt = std::min((smem_limit - fixed) / per_row, round_up(wanted, kMmaM));
-    return bt >= kMmaM ? bt / kMmaM * kMmaM : 0;
-  }
   int64_t bt = std::min((smem_limit - fixed) / per_row, round_up(wanted, 2));
   bt = bt >= 8 ? bt / 8 * 8 : bt / 2 * 2;
   return bt >= 2 ? bt : 0;
@@ -418,8 +415,7 @@ inline Plan plan_grid(const DeviceCaps& d, const Problem& p, Product prod = Prod
   if (bt == 0) {
     fail(plan, Path::kGrid,
          "U slice of " + std::to_string(J) + " units x 3 gates x " + std::to_string(kp) +
-             " = " + std::to_string(3 * J * kp * elem) + " bytes plus " +
-             (uses_tensor_cores(prod) ? "16" : "2") + " staged rows exceeds " +
+             " = " + std::to_string(3 * J * kp * elem) + " bytes plus 2 staged rows exceeds " +
              std::to_string(d.smem_per_block_optin) + " bytes of shared memory per block");
     return plan;
   }
@@ -478,15 +474,12 @@ inline Plan plan_cluster(const DeviceCaps& d, const Problem& p, Product prod = P
     return int64_t(
         active_clusters(d, int(cs), smem_for(J, kp, tile_rows, ng, 2, side, elem, prod)));
   };
-  const bool tc = uses_tensor_cores(prod);
-  const int64_t min_tile = tc ? kMmaM : 2;
   const int64_t bt_max = tile(p.B);  // the largest tile shared memory allows (<= B rounded)
   if (bt_max == 0) {
     fail(plan, Path::kCluster,
          "U slice of " + std::to_string(J) + " units x 3 gates x " + std::to_string(kp) +
              " in a " + std::to_string(cs) + "-CTA cluster = " +
-             std::to_string(3 * J * kp * elem) + " bytes plus " + std::to_string(min_tile) +
-             " double-buffered rows exceeds " +
+             std::to_string(3 * J * kp * elem) + " bytes plus 2 double-buffered rows exceeds " +
              std::to_string(d.smem_per_block_optin) + " bytes of shared memory per block");
     return plan;
   }
@@ -500,13 +493,13 @@ inline Plan plan_cluster(const DeviceCaps& d, const Problem& p, Product prod = P
   int64_t bt = tile(ceil_div(p.B, std::max<int64_t>(1, d.sm_count / cs)));
   int64_t fit = fit_at(bt);
   for (int iter = 0; iter < 16 && fit >= 1 && ceil_div(p.B, bt) > fit && bt < bt_max; ++iter) {
-    const int64_t wider = std::max(tile(ceil_div(p.B, fit)), bt + (tc ? kMmaM : bt >= 8 ? 8 : 2));
+    const int64_t wider = std::max(tile(ceil_div(p.B, fit)), bt + (bt >= 8 ? 8 : 2));
     bt = std::min(wider, bt_max);
     fit = fit_at(bt);
   }
   // Not even one cluster resident at this tile: narrower tiles need less shared memory.
-  while (fit < 1 && bt > min_tile) {
-    bt = tc ? round_up(bt / 2, kMmaM) : bt > 8 ? (bt / 2 + 7) / 8 * 8 : bt - 2;
+  while (fit < 1 && bt > 2) {
+    bt = bt > 8 ? (bt / 2 + 7) / 8 * 8 : bt - 2;
     fit = fit_at(bt);
   }
   if (fit < 1) {

@@ -113,7 +113,7 @@ __device__ __forceinline__ void recurrent_product(const Smem& sm, const Persiste
   const T* w = static_cast<const T*>(sm.w);
   const int J = geo.J, kp = geo.kp, ldh = geo.ldh;
   if (geo.product != kProductSimt) {
-    gemm_mma<T>(hs, sm.op_stride, ldh, per_gate, w, J, kp, rows, g0, g1, sm.gs, sm.part,
+    gemm_mma<T>(hs, sm.op_stride, ldh, geo.bt, per_gate, w, J, kp, rows, g0, g1, sm.gs, sm.part,
                 geo.product);
   } else if (rows >= 8) {
     gemm_tiles<8>(hs, sm.op_stride, ldh, per_gate, w, J, kp, rows, g0, g1, sm.gs, 3 * J);

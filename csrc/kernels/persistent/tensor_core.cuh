@@ -41,26 +41,25 @@ __device__ __forceinline__ uint32_t pack_pair(float2 v) {
   return r;
 }
 
-// One k-step of a 16x8 tile: d += A[rows m0.., k0..] · B[k0.., n0..]. `a_row` points at row
-// m0 + groupID of the operand, `b_row` at this lane's ldmatrix row (lanes 0-15; the others'
-// addresses are not read).
+// One k-step of a 16x8 tile: d += A[rows m0.., k0..] · B[k0.., n0..]. `a_lo` / `a_hi` point at
+// the operand rows of tile rows groupID and groupID + 8, `b_row` at this lane's ldmatrix row
+// (lanes 0-15; the others' addresses are not read).
 template <typename T>
-__device__ __forceinline__ void mma_k_step(float (&d)[4], const float* a_row, int ldh, int k0,
-                                           const T* b_row, int product, int t) {
+__device__ __forceinline__ void mma_k_step(float (&d)[4], const float* a_lo, const float* a_hi,
+                                           int k0, const T* b_row, int product, int t) {
   uint32_t b[2];
   ldmatrix_x2(b, b_row);
   if constexpr (!std::is_same_v<T, float>) {
     // A fragment of m16n8k16: registers (row g, k 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..).
-    const uint32_t a[4] = {pack_pair<T>(ld_pair(a_row + k0 + 2 * t)),
-                           pack_pair<T>(ld_pair(a_row + 8 * ldh + k0 + 2 * t)),
-                           pack_pair<T>(ld_pair(a_row + k0 + 2 * t + 8)),
-                           pack_pair<T>(ld_pair(a_row + 8 * ldh + k0 + 2 * t + 8))};
+    const uint32_t a[4] = {pack_pair<T>(ld_pair(a_lo + k0 + 2 * t)),
+                           pack_pair<T>(ld_pair(a_hi + k0 + 2 * t)),
+                           pack_pair<T>(ld_pair(a_lo + k0 + 2 * t + 8)),
+                           pack_pair<T>(ld_pair(a_hi + k0 + 2 * t + 8))};
     (void)product;
     mma_m16n8k16<T>(d, a, b);
   } else {
     // A fragment of m16n8k8 .tf32: (row g, k t), (g+8, t), (g, t+4), (g+8, t+4).
-    const float x[4] = {a_row[k0 + t], a_row[8 * ldh + k0 + t], a_row[k0 + t + 4],
-                        a_row[8 * ldh + k0 + t + 4]};
+    const float x[4] = {a_lo[k0 + t], a_hi[k0 + t], a_lo[k0 + t + 4], a_hi[k0 + t + 4]};
     uint32_t a_big[4], b_big[2];
 #pragma unroll
     for (int i = 0; i < 4; ++i) a_big[i] = to_tf32(x[i]);
@@ -84,15 +83,17 @@ __device__ __forceinline__ void mma_k_step(float (&d)[4], const float* a_row, in
 }
 
 // gs[r·3J + n] = Σ_k hs[op(n)][r][k] · w[n][k] for r < rows, n in [g0·J, g1·J), where op(n) =
-// gate(n) - g0 when per_gate, else 0. J is a multiple of 8; the operand buffers hold at least
-// rows rounded up to 16 rows. Tiles (16 rows x 8 units) go to the warps; when there are fewer
+// gate(n) - g0 when per_gate, else 0. J is a multiple of 8; the operand buffers hold bt >= rows
+// rows. An m-tile's rows past bt read row bt - 1 instead (their results are discarded), so the
+// batch tile need not be a multiple of 16 and small batches cost no shared memory for the
+// padding. Tiles (16 rows x 8 units) go to the warps; when there are fewer
 // tiles than warps, each tile's K range is split into kWarps / tiles chunks whose partial tiles
 // go to `part` and are summed (in chunk order: deterministic) after a __syncthreads. Each warp
 // keeps two accumulator chains (even and odd k-steps) to halve the dependent mma latency.
 template <typename T>
-__device__ __forceinline__ void gemm_mma(const float* hs, int op_stride, int ldh, bool per_gate,
-                                         const T* w, int J, int kp, int rows, int g0, int g1,
-                                         float* gs, float* part, int product) {
+__device__ __forceinline__ void gemm_mma(const float* hs, int op_stride, int ldh, int bt,
+                                         bool per_gate, const T* w, int J, int kp, int rows,
+                                         int g0, int g1, float* gs, float* part, int product) {
   constexpr bool kTf32 = std::is_same_v<T, float>;
   constexpr int kKStep = kTf32 ? 8 : 16;
   constexpr int kE = 16 / int(sizeof(T));  // elements per ldmatrix row (16 bytes)
@@ -111,7 +112,9 @@ __device__ __forceinline__ void gemm_mma(const float* hs, int op_stride, int ldh
     const int mi = tile / ntiles;
     const int n0 = g0 * J + (tile - mi * ntiles) * 8;
     const int op = per_gate ? n0 / J - g0 : 0;
-    const float* a_row = hs + op * op_stride + (mi * 16 + g) * ldh;
+    const int r_lo = mi * 16 + g, r_hi = r_lo + 8;
+    const float* a_lo = hs + op * op_stride + (r_lo < bt ? r_lo : bt - 1) * ldh;
+    const float* a_hi = hs + op * op_stride + (r_hi < bt ? r_hi : bt - 1) * ldh;
     // ldmatrix rows: matrix (lane >> 3) & 1 holds k-offset 0 or kE of the step, row lane & 7.
     const int b_n = n0 + (lane & 7);
     const int b_k = ((lane >> 3) & 1) * kE;
@@ -120,14 +123,14 @@ __device__ __forceinline__ void gemm_mma(const float* hs, int op_stride, int ldh
     int ks = kb;
     for (; ks + 1 < ke; ks += 2) {
       const int k0 = ks * kKStep, k1 = k0 + kKStep;
-      mma_k_step<T>(acc0, a_row, ldh, k0, w + weight_index<T>(b_n, k0 + b_k, kp, true), product,
+      mma_k_step<T>(acc0, a_lo, a_hi, k0, w + weight_index<T>(b_n, k0 + b_k, kp, true), product,
                     t);
-      mma_k_step<T>(acc1, a_row, ldh, k1, w + weight_index<T>(b_n, k1 + b_k, kp, true), product,
+      mma_k_step<T>(acc1, a_lo, a_hi, k1, w + weight_index<T>(b_n, k1 + b_k, kp, true), product,
                     t);
     }
     if (ks < ke) {
       const int k0 = ks * kKStep;
-      mma_k_step<T>(acc0, a_row, ldh, k0, w + weight_index<T>(b_n, k0 + b_k, kp, true), product,
+      mma_k_step<T>(acc0, a_lo, a_hi, k0, w + weight_index<T>(b_n, k0 + b_k, kp, true), product,
                     t);
     }
     float d[4];
