@@ -205,7 +205,12 @@ EOF
 tar -czf "$OUT_DIR/logs.tar.gz" -C "$WORK" logs results
 
 # -- the summary table, printed last (the benchmark's speedups and the self-test's count first)
+# (failures counted here: a count made inside the piped block below would be lost with its
+# subshell, and the exit status would always be 0)
 failed=0
+for st in "${STATUS[@]}"; do
+  case "$st" in FAIL|TIMEOUT) failed=$((failed + 1)) ;; esac
+done
 {
   echo
   if [ -f "$LOGS/bench.log" ]; then
@@ -221,7 +226,6 @@ failed=0
   printf '%-14s %-8s %6s  %s\n' phase status secs note
   for i in "${!NAMES[@]}"; do
     printf '%-14s %-8s %6s  %s\n' "${NAMES[$i]}" "${STATUS[$i]}" "${SECS[$i]}" "${NOTES[$i]}"
-    case "${STATUS[$i]}" in FAIL|TIMEOUT) failed=$((failed + 1)) ;; esac
   done
   echo "files in $OUT_DIR: $(cd "$OUT_DIR" && ls | tr '\n' ' ')"
 } | tee "$OUT_DIR/summary.txt"
