@@ -15,9 +15,11 @@
 #   summary.txt               the table printed last
 #   gpu_check.json            device, versions, each phase's status and time
 #   selftest.json             python -m gru_cuda.selftest --json
-#   bench.csv bench.json bench.png   python -m gru_cuda.bench --preset gpucheck
+#   bench.csv bench.json      python -m gru_cuda.bench --preset gpucheck
+#   bench_tc.json             python -m gru_cuda.bench --preset tensor-cores (B 16/32/64, H 1024)
 #   capacity_constants.json   benchmarks/calibrate_capacity.py
-#   logs.tar.gz               every phase's full log (build, pytest + junit XML, sanitizers)
+#   logs.tar.gz               every phase's full log (build, pytest + junit XML, sanitizers),
+#                             and results/: both benchmarks' PNGs, the tensor-core CSV
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
     --dry-run) DRY=1 ;;
     --skip-build) SKIP_BUILD=1 ;;
     --out) OUT_DIR="$2"; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -148,19 +150,32 @@ if [ $BUILD_OK -eq 1 ]; then
   if [ $DRY -eq 1 ]; then BDEV=cpu; else BDEV=cuda; fi
   phase bench 200 "$PY -m gru_cuda.bench --preset gpucheck --device $BDEV --candidates gru_cuda paths torch --tf32 off --budget 0.3 --max-repeats 15 --no-progress --out '$WORK/bench'"
 
+  # -- the tensor-core recurrent products beside cuDNN, TF32 on for both (float32 is TF32 on
+  #    both sides, bfloat16 unaffected): the goals' batch sizes at H = 1024
+  if [ $DRY -eq 1 ]; then TC_SHAPE="--batch 2 --hidden 32 --seq 16"; else TC_SHAPE="--batch 16 32 64 --hidden 1024 --seq 128"; fi
+  phase bench_tc 90 "$PY -m gru_cuda.bench --preset tensor-cores $TC_SHAPE --device $BDEV --modes fwd+bwd --dtypes bfloat16 float32 --candidates gru_cuda products torch --tf32 on --budget 0.2 --max-repeats 10 --no-progress --out '$WORK/bench_tc'"
+
   # -- the capacity model's constants, measured
   phase calibrate 60 "$PY benchmarks/calibrate_capacity.py --quick --out '$WORK/capacity_constants.json'"
 else
-  for p in selftest tests sanitizer bench calibrate; do skip $p "no build"; done
+  for p in selftest tests sanitizer bench bench_tc calibrate; do skip $p "no build"; done
 fi
 
-# -- pack: at most 8 files back
+# -- pack: at most 8 files back; the plots and the tensor-core CSV (its JSON has the same rows)
+#    travel in logs.tar.gz under results/
 for f in "$WORK/selftest.json" "$WORK/capacity_constants.json"; do
   [ -f "$f" ] && cp "$f" "$OUT_DIR/"
 done
+mkdir -p "$WORK/results"
 for ext in csv json png; do
   f=$(ls "$WORK"/bench/*."$ext" 2>/dev/null | head -n 1)
-  [ -n "$f" ] && cp "$f" "$OUT_DIR/bench.$ext"
+  if [ -n "$f" ]; then
+    if [ "$ext" = png ]; then cp "$f" "$WORK/results/bench.png"; else cp "$f" "$OUT_DIR/bench.$ext"; fi
+  fi
+  f=$(ls "$WORK"/bench_tc/*."$ext" 2>/dev/null | head -n 1)
+  if [ -n "$f" ]; then
+    if [ "$ext" = json ]; then cp "$f" "$OUT_DIR/bench_tc.json"; else cp "$f" "$WORK/results/bench_tc.$ext"; fi
+  fi
 done
 total=$(elapsed)
 DRY=$DRY TOTAL=$total BUDGET=$BUDGET PHASES="$WORK/phases.tsv" $PY - >"$OUT_DIR/gpu_check.json" <<'EOF' \
@@ -187,21 +202,30 @@ with open(os.environ["PHASES"]) as f:
 meta["phases"] = phases
 print(json.dumps(meta, indent=2))
 EOF
-tar -czf "$OUT_DIR/logs.tar.gz" -C "$WORK" logs
+tar -czf "$OUT_DIR/logs.tar.gz" -C "$WORK" logs results
 
 # -- the summary table, printed last (the benchmark's speedups and the self-test's count first)
+# (failures counted here: a count made inside the piped block below would be lost with its
+# subshell, and the exit status would always be 0)
 failed=0
+for st in "${STATUS[@]}"; do
+  case "$st" in FAIL|TIMEOUT) failed=$((failed + 1)) ;; esac
+done
 {
   echo
   if [ -f "$LOGS/bench.log" ]; then
     sed -n '/^Speedup of gru_cuda/,/^$/p' "$LOGS/bench.log" | head -n 20 | cut -c1-160
+  fi
+  if [ -f "$LOGS/bench_tc.log" ]; then
+    echo "tensor-core products (B 16/32/64, H 1024, fwd+bwd):"
+    sed -n '/^Speedup of gru_cuda/,/^$/p' "$LOGS/bench_tc.log" | head -n 24 | cut -c1-160
+    sed -n '/^Goals of the tensor-core products/,$p' "$LOGS/bench_tc.log" | head -n 6 | cut -c1-160
   fi
   [ -f "$LOGS/selftest.log" ] && grep -E '^selftest:' "$LOGS/selftest.log" | tail -n 1
   echo "gpu_check summary ($([ $DRY -eq 1 ] && echo 'dry run, ')${total}s of ${BUDGET}s)"
   printf '%-14s %-8s %6s  %s\n' phase status secs note
   for i in "${!NAMES[@]}"; do
     printf '%-14s %-8s %6s  %s\n' "${NAMES[$i]}" "${STATUS[$i]}" "${SECS[$i]}" "${NOTES[$i]}"
-    case "${STATUS[$i]}" in FAIL|TIMEOUT) failed=$((failed + 1)) ;; esac
   done
   echo "files in $OUT_DIR: $(cd "$OUT_DIR" && ls | tr '\n' ' ')"
 } | tee "$OUT_DIR/summary.txt"

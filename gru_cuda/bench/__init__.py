@@ -25,7 +25,9 @@ from .check import (TOLERANCE, Reference, case_data, check_candidate, check_leng
 from .cli import main
 from .config import DEFAULT_OUT, Config, build_parser, config_from_args, default_device
 from .metadata import collect_metadata
-from .report import persistent_goals, summarize, write_csv, write_json
+from .floor import floor_fractions
+from .report import (persistent_goals, precision_text, summarize, tensor_core_goals,
+                     write_csv, write_json)
 from .run import run_benchmark, run_case
 from .timing import Timer, TimingSettings, make_runner
 
@@ -40,4 +42,4 @@ __all__ = ["Shape", "Block", "Candidate", "Model", "CANDIDATES", "PRESETS", "reg
            "preset_blocks", "Reference", "make_master", "case_data", "compute_reference",
            "check_length", "rel_err", "check_candidate", "build_parser", "config_from_args",
            "default_device", "Timer", "make_runner", "run_case", "summarize", "persistent_goals",
-           "write_csv", "write_json"]
+           "write_csv", "write_json", "floor_fractions", "precision_text", "tensor_core_goals"]

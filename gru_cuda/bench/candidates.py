@@ -26,6 +26,7 @@ __all__ = ["CaseData", "Model", "Candidate", "GruCudaCandidate", "TorchGRUCandid
            "StepLoopCandidate", "KerasCandidate", "KerasGruCudaCandidate",
            "BrokenCandidate", "CANDIDATES", "ALIASES",
            "DEFAULT_CANDIDATES", "QUICK_CANDIDATES", "PERSISTENT_CANDIDATES",
+           "TENSOR_CORE_CANDIDATES",
            "GROUPS", "register_candidate", "resolve_candidates", "path_label", "keras_version",
            "leaf"]
 
@@ -95,46 +96,82 @@ class _FunctionalModel(Model):
 
 
 class GruCudaCandidate(Candidate):
-    """gru_cuda.functional.gru; with `path`, inside gru_cuda.force_path(path)."""
+    """gru_cuda.functional.gru; with `path`, inside gru_cuda.force_path(path); with `product`
+    also inside gru_cuda.dispatch.force_product(product) (key "gru_cuda[PATH:PRODUCT]")."""
 
-    def __init__(self, path: Optional[str] = None):
-        self.path = path
-        self.key = "gru_cuda" if path is None else f"gru_cuda[{path}]"
+    def __init__(self, path: Optional[str] = None, product: Optional[str] = None):
+        self.path, self.product = path, product
+        if path is None:
+            self.key = "gru_cuda"
+        else:
+            self.key = f"gru_cuda[{path}]" if product is None else f"gru_cuda[{path}:{product}]"
         self.label = self.key
 
-    def skip_reason(self, case, cfg):
-        """A forced path that cannot run this case (e.g. the weights do not fit in shared
-        memory) would raise: ask gru_cuda's capacity model first and skip it with its reason."""
-        if self.path is None:
-            return None
+    @contextlib.contextmanager
+    def forcing(self):
+        """The forced path and product of this candidate (nothing for automatic dispatch)."""
+        with contextlib.ExitStack() as stack:
+            if self.path is not None:
+                stack.enter_context(gru_cuda.force_path(self.path))
+            if self.product is not None:
+                stack.enter_context(gru_cuda.dispatch.force_product(self.product))
+            yield
+
+    def explain(self, case: Case, cfg: "Config") -> Optional[dict]:
+        """gru_cuda.dispatch.explain for this case under this candidate's forcing: the plan the
+        run follows (None when the model gives no verdict, e.g. an unknown path name)."""
         s = case.shape
         try:
-            with gru_cuda.force_path(self.path):
-                plan = gru_cuda.dispatch.explain(s.B, s.T, s.H, s.F, dtype=DTYPES[case.dtype],
-                                                 reset_after=case.reset_after, device=cfg.device)
-        except Exception:  # no verdict (e.g. an unknown path name): the check run will tell
+            with self.forcing():
+                return gru_cuda.dispatch.explain(s.B, s.T, s.H, s.F, dtype=DTYPES[case.dtype],
+                                                 reset_after=case.reset_after,
+                                                 device=cfg.device)
+        except Exception:
             return None
+
+    def skip_reason(self, case, cfg):
+        """A forced path or product that cannot run this case (e.g. the weights do not fit in
+        shared memory, tensor cores for float32) would raise or run something else: ask
+        gru_cuda's capacity model first and skip it with its reason."""
+        if self.path is None:
+            return None
+        plan = self.explain(case, cfg)
+        if plan is None:  # no verdict: the check run will tell
+            return None
+        what = self.path if self.product is None else f"{self.path}:{self.product}"
         for key, reason in (("path", "reason"), ("backward_path", "backward_reason")):
             if key == "backward_path" and case.mode == "fwd":
                 continue
             if plan.get(key) in ("error", "unavailable"):
-                return f"{self.path} cannot run this case: {plan.get(reason)}"
+                return f"{what} cannot run this case: {plan.get(reason)}"
+            prod_key = "product" if key == "path" else "backward_product"
+            if self.product is not None and plan.get(prod_key) != self.product:
+                ran = plan.get(key)
+                ran += f":{plan[prod_key]}" if plan.get(prod_key) else ""
+                return (f"{what} does not apply: the {'forward' if key == 'path' else 'backward'}"
+                        f" would run {ran} ({plan.get(reason)})")
         return None
 
     def build(self, data, case, cfg):
-        ctx = None if self.path is None else (lambda: gru_cuda.force_path(self.path))
-        return _FunctionalModel(data, case.reset_after, ctx)
+        forced = self.path is not None or self.product is not None
+        return _FunctionalModel(data, case.reset_after, self.forcing if forced else None)
 
 
-def path_label(mode: str) -> Optional[str]:
-    """The kernel path of gru_cuda's last CUDA call (gru_cuda.dispatch.last_path()) as one
-    label: "forward", or "forward/backward" for the modes with a backward; None before any
-    CUDA call, hence always on a CPU."""
-    lp = gru_cuda.dispatch.last_path()
-    fwd = lp.get("forward")
+def path_label(mode: str, lp: Optional[dict] = None) -> Optional[str]:
+    """The kernel path of gru_cuda's last CUDA call (`lp`, default
+    gru_cuda.dispatch.last_path()) as one label: "forward", or "forward/backward" for the modes
+    with a backward, each persistent direction with the product it ran
+    ("persistent:tensor_core/stepwise"); None before any CUDA call, hence always on a CPU."""
+    lp = gru_cuda.dispatch.last_path() if lp is None else lp
+
+    def one(direction):
+        name, product = lp.get(direction), lp.get(f"{direction}_product")
+        return f"{name}:{product}" if name and product else name
+
+    fwd = one("forward")
     if fwd is None:
         return None
-    return fwd if mode == "fwd" or not lp.get("backward") else f"{fwd}/{lp['backward']}"
+    return fwd if mode == "fwd" or not lp.get("backward") else f"{fwd}/{one('backward')}"
 
 
 class _StepLoopModel(_FunctionalModel):
@@ -336,11 +373,24 @@ DEFAULT_CANDIDATES = ("gru_cuda", "paths", "torch", "steploop", "keras")
 QUICK_CANDIDATES = ("gru_cuda", "paths", "torch", "steploop")
 # --preset persistent: the automatic dispatch and every forced path against cuDNN
 PERSISTENT_CANDIDATES = ("gru_cuda", "paths", "torch")
+# --preset tensor-cores: the automatic dispatch and every persistent path x recurrent product
+TENSOR_CORE_CANDIDATES = ("gru_cuda", "products", "torch")
+
+
+def _product_candidates(device: torch.device, notes: List[str]) -> List[GruCudaCandidate]:
+    """`products`: every persistent path of the device x every recurrent product; whether one
+    applies to a case (dtype, TF32 allowed, fit) is each candidate's skip_reason."""
+    paths = [str(p) for p in gru_cuda.kernel_paths(device) if str(p).startswith("persistent")]
+    if not paths:
+        notes.append(f"gru_cuda has no persistent kernel path on {device} in this build: "
+                     "'products' adds no candidate (the recurrent products are GPU kernels)")
+    return [GruCudaCandidate(p, q) for p in paths for q in gru_cuda.dispatch.PRODUCTS]
 
 
 def resolve_candidates(names: Sequence[str], device: torch.device,
                        notes: List[str]) -> List[Candidate]:
-    """The candidates named (keys, aliases, "paths", "gru_cuda[PATH]"), without duplicates;
+    """The candidates named (keys, aliases, "paths", "gru_cuda[PATH]", "products",
+    "gru_cuda[PATH:PRODUCT]"), without duplicates;
     what was left out and why goes to `notes`."""
     out: List[Candidate] = []
     for raw in names:
@@ -357,14 +407,21 @@ def resolve_candidates(names: Sequence[str], device: torch.device,
                              f"automatic dispatch is that path (gru_cuda[{paths[0]}] forces it)")
                 paths = []
             chosen = [GruCudaCandidate(p) for p in paths]
+        elif name == "products":
+            chosen = _product_candidates(device, notes)
         elif name in CANDIDATES:
             chosen = [CANDIDATES[name]]
-        elif (m := re.fullmatch(r"gru_cuda\[(.+)\]", name)):
-            chosen = [GruCudaCandidate(m.group(1))]
+        elif (m := re.fullmatch(r"gru_cuda\[([^:\]]+)(?::([^:\]]+))?\]", name)):
+            if m.group(2) is not None and m.group(2) not in gru_cuda.dispatch.PRODUCTS:
+                raise SystemExit(f"candidate {raw!r}: unknown recurrent product "
+                                 f"{m.group(2)!r}; expected one of "
+                                 f"{', '.join(gru_cuda.dispatch.PRODUCTS)}")
+            chosen = [GruCudaCandidate(m.group(1), m.group(2))]
         else:
             others = ", ".join(k for k in CANDIDATES if k != "gru_cuda")
             raise SystemExit(f"unknown candidate {raw!r}; choose from: gru_cuda, paths, "
-                             f"gru_cuda[PATH], {others}, {', '.join(GROUPS)}")
+                             f"gru_cuda[PATH], products, gru_cuda[PATH:PRODUCT], {others}, "
+                             f"{', '.join(GROUPS)}")
         for c in chosen:
             if isinstance(c, KerasCandidate):
                 why = c.available()

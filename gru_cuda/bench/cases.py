@@ -115,6 +115,14 @@ PRESETS: Dict[str, Dict[str, List[Block]]] = {
                  Block([_FLASHRNN], ("bfloat16",), (True,), FWD_BWD)],
         "cpu": [Block(_grid((1, 8), (16,), (32,)), ("float32",), ALL_RA, FWD_BWD)],
     },
+    # The tensor-core recurrent products (docs/benchmarks.md): the batch sizes of their goals
+    # (B = 16, 32 at H = 1024: fwd+bwd >= 1.5x cuDNN; B = 64: >= 1x) and B = 1, at H = 512 and
+    # 1024; bfloat16 and float32 (TF32 on both sides by default, config.py).
+    "tensor-cores": {
+        "cuda": [Block(_grid((1, 16, 32, 64), (256,), (512, 1024)), ("bfloat16", "float32"),
+                       (True,), FWD_BWD)],
+        "cpu": [Block(_grid((1, 16), (16,), (32,)), ("bfloat16", "float32"), (True,), FWD_BWD)],
+    },
 }
 
 

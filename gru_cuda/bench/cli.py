@@ -10,7 +10,7 @@ from .cases import expand_cases
 from .config import build_parser, config_from_args
 from .plot import plot
 from .report import (TablePrinter, output_stem, persistent_goals, print_goals, print_metadata,
-                     print_summary, summarize, write_csv, write_json)
+                     print_summary, summarize, tensor_core_goals, write_csv, write_json)
 from .run import run_benchmark, start_metadata
 
 
@@ -24,6 +24,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     cases = expand_cases(cfg.blocks)
     if args.list:
         print(f"device {cfg.device}; candidates: {', '.join(c.key for c in cfg.candidates)}")
+        for n in cfg.notes:
+            print(f"# note: {n}")
         for c in cases:
             print(f"  {c.shape}  {c.dtype}  reset_after={c.reset_after}  {c.mode}")
         print(f"{len(cases)} cases")
@@ -31,7 +33,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not cfg.candidates:
         raise SystemExit("no candidate to run")
 
-    printer = TablePrinter(cfg.device.type == "cuda")
+    # the candidate column fits the longest label (gru_cuda[persistent_cluster:3xtf32])
+    width = min(40, max([22] + [len(c.label) for c in cfg.candidates]))
+    printer = TablePrinter(cfg.device.type == "cuda", label_width=width)
     meta = start_metadata(cfg)
     print_metadata(meta)
     for n in cfg.notes:
@@ -42,9 +46,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"# note: {n}")
     summary = summarize(rows)
     print_summary(meta, summary)
-    goals = persistent_goals(rows) if cfg.preset.startswith("persistent") else None
-    if goals is not None:
+    goals = None
+    if cfg.preset.startswith("persistent"):
+        goals = persistent_goals(rows)
         print_goals(goals)
+    elif cfg.preset.startswith("tensor-cores"):
+        goals = tensor_core_goals(rows, meta)
+        print_goals(goals, title="Goals of the tensor-core products")
     wrong = [r for r in rows if r["status"] == "WRONG"]
     if wrong:
         print(f"\n{len(wrong)} WRONG result(s): "

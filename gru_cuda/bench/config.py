@@ -9,8 +9,8 @@ from typing import List, Optional
 
 import torch
 
-from .candidates import (DEFAULT_CANDIDATES, PERSISTENT_CANDIDATES, QUICK_CANDIDATES, Candidate,
-                         resolve_candidates)
+from .candidates import (DEFAULT_CANDIDATES, PERSISTENT_CANDIDATES, QUICK_CANDIDATES,
+                         TENSOR_CORE_CANDIDATES, Candidate, resolve_candidates)
 from .cases import DTYPE_ALIASES, DTYPES, MODES, PRESETS, Block, Shape, preset_blocks
 from .metadata import safe_build_info
 from .timing import TimingSettings
@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FlashRNN's shape: B=16, T=1024, H=768, bfloat16")
     g.add_argument("--preset", dest="preset", choices=sorted(PRESETS),
                    help="a preset by name (default: 'default'); 'persistent' is the "
-                        "persistent kernels' grid, with its goals checked after the run")
+                        "persistent kernels' grid, with its goals checked after the run; "
+                        "'tensor-cores' times each recurrent product against cuDNN at the "
+                        "same precision")
     p.add_argument("--device", default=None,
                    help="cuda, cuda:N or cpu (default: cuda when available and gru_cuda was "
                         "built with CUDA, else cpu)")
@@ -107,13 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input features F (default: F = H, as DeepBench)")
     p.add_argument("--candidates", nargs="+", default=None, metavar="NAME",
                    help="gru_cuda (automatic dispatch), paths (every forced kernel path), "
-                        "gru_cuda[PATH], torch (torch.nn.GRU / cuDNN), steploop (the PyTorch "
+                        "gru_cuda[PATH], products (every persistent path x recurrent "
+                        "product), gru_cuda[PATH:PRODUCT] (e.g. gru_cuda[persistent:tensor_core])"
+                        ", torch (torch.nn.GRU / cuDNN), steploop (the PyTorch "
                         "step loop), keras (keras.layers.GRU, Keras 3, torch backend), "
                         "gru_cuda.keras (gru_cuda.keras.GRU in Keras), keras-pair (both), "
                         "broken (deliberately "
                         f"wrong). Default: {' '.join(DEFAULT_CANDIDATES)} (--quick: "
                         f"{' '.join(QUICK_CANDIDATES)}; --preset persistent: "
-                        f"{' '.join(PERSISTENT_CANDIDATES)})")
+                        f"{' '.join(PERSISTENT_CANDIDATES)}; --preset tensor-cores: "
+                        f"{' '.join(TENSOR_CORE_CANDIDATES)})")
     p.add_argument("--modes", nargs="+", choices=MODES, help="override the preset's modes")
     p.add_argument("--dtypes", nargs="+", type=_parse_dtype, help="override the preset's dtypes")
     p.add_argument("--reset-after", nargs="+", type=_parse_bool, metavar="true|false",
@@ -138,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steploop-max-gflop", type=float, default=None,
                    help="skip the step loop above this many GFLOP per run (default: 15 on a CPU)")
     p.add_argument("--tf32", choices=("default", "on", "off"), default="default",
-                   help="TF32 for float32 cuDNN/cuBLAS (torch's default: cuDNN on, cuBLAS off; "
-                        "--preset persistent: off)")
+                   help="TF32 for float32 cuDNN/cuBLAS and gru_cuda's tf32 product (torch's "
+                        "default: cuDNN on, cuBLAS off; --preset persistent: off; --preset "
+                        "tensor-cores: on)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads for the CPU (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
@@ -197,8 +203,12 @@ def config_from_args(args: argparse.Namespace, argv: List[str]) -> Config:
     persistent = preset.startswith("persistent")
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
-    # the persistent grid compares exact float32 against cuDNN, as its goals were set
-    tf32 = args.tf32 if args.tf32 != "default" or not persistent else "off"
+    tensor_cores = preset.startswith("tensor-cores")
+    # the persistent grid compares exact float32 against cuDNN, as its goals were set; the
+    # tensor-core grid compares TF32 on both sides (cuDNN and gru_cuda read the same switches)
+    tf32 = args.tf32
+    if tf32 == "default" and (persistent or tensor_cores):
+        tf32 = "off" if persistent else "on"
     if tf32 != "default":
         torch.backends.cudnn.allow_tf32 = tf32 == "on"
         torch.backends.cuda.matmul.allow_tf32 = tf32 == "on"
@@ -206,7 +216,8 @@ def config_from_args(args: argparse.Namespace, argv: List[str]) -> Config:
     cfg = Config(device=device, blocks=blocks, candidates=[], preset=preset, argv=argv,
                  notes=notes, seed=args.seed, progress=not args.no_progress)
     default_candidates = (QUICK_CANDIDATES if quick else
-                          PERSISTENT_CANDIDATES if persistent else DEFAULT_CANDIDATES)
+                          PERSISTENT_CANDIDATES if persistent else
+                          TENSOR_CORE_CANDIDATES if tensor_cores else DEFAULT_CANDIDATES)
     cfg.candidates = resolve_candidates(args.candidates or default_candidates, device, cfg.notes)
     # the correctness check has already run each candidate once
     cfg.timing = TimingSettings(

@@ -7,14 +7,19 @@ reset_after=False) and, with a backward, the per-step products back through the 
 kernel plus the weight- and input-gradient products over the whole sequence. The floor runs them
 on preallocated buffers of the case's dtype with nothing else: no pointwise work, no copies, no
 autograd, so it is a lower bound that no implementation built on the same GEMM library can beat.
+
+On a GPU the persistent kernels have modelled floors instead (floor_fractions): the capacity
+model's per-step time of the recurrent product at the device's peak rate for that product, and
+of the step's barriers at the modelled barrier latency.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Dict, Optional
 
 import torch
 
 from .candidates import CaseData
+from .cases import MODES
 
 FLOOR_KEY = "gemm_floor"
 
@@ -70,3 +75,27 @@ def gemm_floor_runner(data: CaseData, reset_after: bool, mode: str) -> Callable[
         torch.mm(dgx, Wt, out=dx)
 
     return forward_backward
+
+
+def floor_fractions(forward: Optional[dict], backward: Optional[dict], mode: str, steps: int,
+                    ms: Optional[float]) -> Dict[str, float]:
+    """The achieved fractions of a persistent run's floors: ``tc_floor`` = (the plans'
+    ``floor_compute_us`` x `steps`) / the measured time, ``barrier_floor`` the same with
+    ``floor_barrier_us``. `forward` and `backward` are the capacity model's plans
+    (``gru_cuda.dispatch.explain(...)["capacity"]``); the backward counts for the modes with
+    a backward only, and a direction without a plan (None: it ran stepwise, which has no
+    modelled floor) adds nothing. `ms`: the measured time of one run, milliseconds. A floor of
+    zero (nothing planned) gives no entry. 1.0 would mean the run took exactly its floor."""
+    if mode not in MODES:
+        raise ValueError(f"floor_fractions: mode must be one of {list(MODES)}, "
+                         f"got {mode!r}")
+    if not ms or ms <= 0 or steps <= 0:
+        return {}
+    plans = [p for p in ([forward] if mode == "fwd" else [forward, backward]) if p]
+    measured_us = ms * 1e3
+    out = {}
+    for col, key in (("tc_floor", "floor_compute_us"), ("barrier_floor", "floor_barrier_us")):
+        floor_us = sum(float(p.get(key) or 0.0) for p in plans) * steps
+        if floor_us > 0:
+            out[col] = floor_us / measured_us
+    return out

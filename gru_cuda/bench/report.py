@@ -1,4 +1,4 @@
-"""Output: the terminal table, the speedup summary, the persistent preset's goals, CSV, JSON."""
+"""Output: the terminal table, the speedup summary, the presets' goals, CSV, JSON."""
 from __future__ import annotations
 
 import csv
@@ -18,10 +18,10 @@ RESULT_FIELDS = [
     "check_steps", "max_err", "tolerance", "tolerance_grad", "errors", "ms", "ms_p25", "ms_p75",
     "ms_cold", "ms_cold_p25", "ms_cold_p75", "repeats", "gflop", "gflop_with_input_proj", "tflops",
     "tflops_with_input_proj", "tflops_cold", "vs_torch", "vs_torch_cold", "vs_steploop",
-    "floor_ms", "x_floor", "vs_keras",
+    "floor_ms", "x_floor", "vs_keras", "step_us", "tc_floor", "barrier_floor",
 ]
 META_FIELDS = ["device", "device_name", "sm_count", "compute_capability", "driver", "cuda",
-               "cudnn", "cudnn_tf32", "torch", "gru_cuda", "git_commit", "cpu_model",
+               "cudnn", "cudnn_tf32", "matmul_tf32", "torch", "gru_cuda", "git_commit", "cpu_model",
                "torch_threads", "date"]
 
 
@@ -35,16 +35,25 @@ def _ms(v) -> str:
     return format(v, ".1f" if v >= 100 else ".3f" if v >= 1 else ".4f")
 
 
+def _us(v) -> str:
+    if v is None:
+        return "-"
+    return format(v, ".0f" if v >= 1000 else ".1f" if v >= 10 else ".2f")
+
+
 class TablePrinter:
-    def __init__(self, cuda: bool, out=sys.stdout):
+    def __init__(self, cuda: bool, out=sys.stdout, label_width: int = 22):
         self.cuda, self.out = cuda, out
+        self.label_width = label_width
         cols = [("B", 4), ("T", 5), ("H", 5), ("F", 5), ("dtype", 5), ("ra", 2), ("mode", 7),
-                ("candidate", 22), ("status", 7), ("ms", 9)]
+                ("candidate", label_width), ("status", 7), ("ms", 9)]
         if cuda:
             cols += [("ms cold", 9)]
-        cols += [("TFLOP/s", 8), ("x torch", 7), ("x loop", 7)]
+        cols += [("us/step", 8), ("TFLOP/s", 8), ("x torch", 7), ("x loop", 7)]
         if not cuda:  # time over the GEMM floor measured in the same rounds (floor.py)
             cols += [("x floor", 7)]
+        else:  # achieved fractions of the persistent kernels' modelled floors (floor.py)
+            cols += [("tc fl", 5), ("bar fl", 6)]
         cols += [("err", 7)]
         self.cols = cols
         self.printed_header = False
@@ -74,15 +83,17 @@ class TablePrinter:
                      "" if same else str(r["H"]), "" if same else str(r["F"]),
                      "" if same else SHORT_DTYPE[r["dtype"]],
                      "" if same else ("T" if r["reset_after"] else "F"),
-                     "" if same else r["mode"], r["label"][:22], r["status"]]
+                     "" if same else r["mode"], r["label"][:self.label_width], r["status"]]
             if r["status"] == "ok":
                 cells.append(_ms(r.get("ms")))
                 if self.cuda:
                     cells.append(_ms(r.get("ms_cold")))
-                cells += [_f(r.get("tflops"), ".3g"), _f(r.get("vs_torch"), ".2f"),
-                          _f(r.get("vs_steploop"), ".2f")]
+                cells += [_us(r.get("step_us")), _f(r.get("tflops"), ".3g"),
+                          _f(r.get("vs_torch"), ".2f"), _f(r.get("vs_steploop"), ".2f")]
                 if not self.cuda:
                     cells.append(_f(r.get("x_floor"), ".2f"))
+                else:
+                    cells += [_f(r.get("tc_floor"), ".2f"), _f(r.get("barrier_floor"), ".2f")]
                 cells.append(_f(r.get("max_err"), ".0e"))
                 line = self._join(cells)
                 extra = [f"path {r['path']}"] if r.get("path") else []
@@ -98,6 +109,13 @@ class TablePrinter:
         self.out.flush()
 
 
+# (column, label, unit): speedups are ratios (x), the floors achieved fractions
+_SUMMARY_COLUMNS = (("vs_torch", "vs torch.nn.GRU", "x"), ("vs_torch_cold", "cold-L2", "x"),
+                    ("vs_steploop", "vs step loop", "x"), ("x_floor", "time / GEMM floor", "x"),
+                    ("vs_keras", "vs keras.layers.GRU", "x"), ("tc_floor", "of tc floor", ""),
+                    ("barrier_floor", "of barrier floor", ""))
+
+
 def _geomean(v: List[float]) -> Optional[float]:
     v = [x for x in v if x and x > 0]
     return math.exp(sum(math.log(x) for x in v) / len(v)) if v else None
@@ -110,7 +128,7 @@ def summarize(rows: List[dict]) -> List[dict]:
         if r["status"] != "ok" or not r["candidate"].startswith("gru_cuda"):
             continue
         g = groups.setdefault((r["candidate"], r["dtype"], r["mode"], r["reset_after"]), {})
-        for col in ("vs_torch", "vs_torch_cold", "vs_steploop", "x_floor", "vs_keras"):
+        for col, _, _ in _SUMMARY_COLUMNS:
             if r.get(col):
                 g.setdefault(col, []).append(r[col])
     out = []
@@ -122,22 +140,38 @@ def summarize(rows: List[dict]) -> List[dict]:
     return out
 
 
+def precision_text(meta: dict) -> Optional[str]:
+    """Which precision float32 runs at on each side of a GPU run, from the TF32 switches the
+    metadata recorded (None on a CPU: no TF32 there)."""
+    cudnn, matmul = meta.get("cudnn_tf32"), meta.get("matmul_tf32")
+    if cudnn is None or matmul is None:
+        return None
+    if cudnn == matmul:
+        return (f"float32 rows: TF32 {'on' if cudnn else 'off'} on both sides (cuDNN and "
+                f"gru_cuda's products/cuBLAS): the same precision")
+    return (f"float32 rows: TF32 {'on' if cudnn else 'off'} for cuDNN but "
+            f"{'on' if matmul else 'off'} for gru_cuda's products/cuBLAS: NOT the same precision "
+            "(--tf32 on|off sets both)")
+
+
 def print_summary(meta: dict, summary: List[dict], out=sys.stdout):
     if not summary:
         return
     print("\nSpeedup of gru_cuda (geometric mean over shapes [min, max]; >1 = gru_cuda faster):",
           file=out)
+    precision = precision_text(meta)
+    if precision and any(s["dtype"] == "float32" for s in summary):
+        print(f"  ({precision})", file=out)
+    width = max(20, max(len(s["candidate"]) for s in summary))
     for s in summary:
         parts = []
-        for col, label in (("vs_torch", "vs torch.nn.GRU"), ("vs_torch_cold", "cold-L2"),
-                           ("vs_steploop", "vs step loop"), ("x_floor", "time / GEMM floor"),
-                           ("vs_keras", "vs keras.layers.GRU")):
+        for col, label, unit in _SUMMARY_COLUMNS:
             if col in s:
                 v = s[col]
-                parts.append(f"{label} {v['geomean']:.2f}x [{v['min']:.2f}, {v['max']:.2f}] "
+                parts.append(f"{label} {v['geomean']:.2f}{unit} [{v['min']:.2f}, {v['max']:.2f}] "
                              f"n={v['n']}")
         if parts:
-            print(f"  {s['candidate']:<20} {SHORT_DTYPE[s['dtype']]:<4} {s['mode']:<7} "
+            print(f"  {s['candidate']:<{width}} {SHORT_DTYPE[s['dtype']]:<4} {s['mode']:<7} "
                   f"ra={'T' if s['reset_after'] else 'F'}: " + "; ".join(parts), file=out)
 
 
@@ -187,8 +221,36 @@ def persistent_goals(rows: List[dict]) -> List[Tuple[str, str, str]]:
     return out
 
 
-def print_goals(goals: List[Tuple[str, str, str]], out=sys.stdout):
-    print("\nGoals of the persistent kernels (gru_cuda's automatic dispatch):", file=out)
+def tensor_core_goals(rows: List[dict], meta: dict) -> List[Tuple[str, str, str]]:
+    """The tensor-core products' goals, each as (goal, verdict, detail), from the automatic
+    dispatch (candidate gru_cuda) against torch.nn.GRU at H = 1024, reset_after=True,
+    forward+backward: at least 1.5x cuDNN at B = 16 and 32 and 1.0x at B = 64, in bfloat16 and
+    in float32 with TF32 on both sides (a run without that has no float32 verdict)."""
+    tf32 = bool(meta.get("cudnn_tf32")) and bool(meta.get("matmul_tf32"))
+    out = []
+    for dtype in ("bfloat16", "float32"):
+        for batches, target in (((16, 32), 1.5), ((64,), 1.0)):
+            goal = (f"{SHORT_DTYPE[dtype]}{' TF32' if dtype == 'float32' else ''} fwd+bwd "
+                    f">= {target}x cuDNN at H=1024, B={'/'.join(map(str, batches))}")
+            if dtype == "float32" and not tf32:
+                why = ("no TF32 on a CPU" if meta.get("cudnn_tf32") is None else
+                       "TF32 was not on for both cuDNN and gru_cuda; rerun with --tf32 on")
+                out.append((goal, "not measured", why))
+                continue
+            cases = [r for r in rows if r["candidate"] == "gru_cuda" and r["status"] == "ok"
+                     and r["dtype"] == dtype and r["mode"] == "fwd+bwd" and r["reset_after"]
+                     and r["H"] == 1024 and r["B"] in batches and r.get("vs_torch")]
+            missed = [f"{_case(r)}: {r['vs_torch']:.2f}x" for r in cases
+                      if r["vs_torch"] < target]
+            verdict = ("no case" if not cases else
+                       "met" if not missed else f"{len(missed)} of {len(cases)} missed")
+            out.append((goal, verdict, "; ".join(missed[:20]) or "-"))
+    return out
+
+
+def print_goals(goals: List[Tuple[str, str, str]], out=sys.stdout,
+                title: str = "Goals of the persistent kernels"):
+    print(f"\n{title} (gru_cuda's automatic dispatch):", file=out)
     for goal, verdict, detail in goals:
         print(f"  {goal}: {verdict}" + ("" if detail == "-" else f" ({detail})"), file=out)
 
@@ -269,7 +331,17 @@ def write_json(path: str, meta: dict, rows: List[dict], summary: List[dict], cfg
             "vs_steploop": "time of the PyTorch step loop / time of this candidate",
             "vs_keras": "time of keras.layers.GRU / time of this candidate (same Keras call)",
             "max_err": "max over checked tensors of max|candidate - float64 ref| / max|ref|",
+            "step_us": "ms * 1000 / T: the median time per timestep, microseconds",
+            "tc_floor": "persistent gru_cuda rows: (capacity model's floor_compute_us x T, "
+                        "forward plan plus backward plan for modes with a backward) / measured "
+                        "time; the product's multiply-adds at the device's peak rate for that "
+                        "product; a direction that ran stepwise adds nothing",
+            "barrier_floor": "the same with floor_barrier_us (the step's barriers at the "
+                             "modelled barrier latency)",
+            "path": "kernel path of each direction (forward/backward), with the recurrent "
+                    "product of a persistent one (persistent:tensor_core)",
         },
+        "precision": precision_text(meta),
         "summary": summary,
         "results": rows,
     }

@@ -9,12 +9,14 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+import gru_cuda
+
 from .candidates import Candidate, GruCudaCandidate, keras_version, path_label
 from .cases import DTYPES, SHORT_DTYPE, Case, Shape, expand_cases, flops
 from .check import (TOLERANCE, Reference, case_data, check_candidate, check_length,
                     compute_reference, make_master)
 from .config import Config
-from .floor import FLOOR_KEY, gemm_floor_runner
+from .floor import FLOOR_KEY, floor_fractions, gemm_floor_runner
 from .metadata import busy_reason, collect_metadata, load_average_text, read_cpu_load
 from .timing import Timer, make_runner, quantiles
 
@@ -121,11 +123,13 @@ def run_case(case: Case, master: dict, ref: Reference, cfg: Config, timer: Timer
         if name in rows:
             rows[name].update(status="error", note=error_text(e))
 
-    ours = {c.key for c in cfg.candidates if isinstance(c, GruCudaCandidate)}
+    ours = {c.key: c for c in cfg.candidates if isinstance(c, GruCudaCandidate)}
+    ran: Dict[str, dict] = {}  # gru_cuda.dispatch.last_path() after each of ours
 
     def probe(name):
         if name in ours:
-            rows[name]["path"] = path_label(case.mode)
+            ran[name] = gru_cuda.dispatch.last_path()
+            rows[name]["path"] = path_label(case.mode, ran[name])
 
     times, reps = timer.run(runners, on_error, probe) if runners else ({}, 0)
     floor = times.pop(FLOOR_KEY, None)
@@ -147,6 +151,10 @@ def run_case(case: Case, master: dict, ref: Reference, cfg: Config, timer: Timer
             row["x_floor"] = row["ms"] / floor_ms
         if row.get("ms_cold"):
             row["tflops_cold"] = flops(s, case.mode) / (row["ms_cold"] * 1e-3) / 1e12
+        if row["ms"]:
+            row["step_us"] = row["ms"] * 1e3 / s.T
+        if key in ran:
+            _persistent_floors(row, ours[key], case, cfg, ran[key])
     for base, col in (("torch", "vs_torch"), ("steploop", "vs_steploop"), ("keras", "vs_keras")):
         b = rows.get(base)
         if not b or b["status"] != "ok" or not b.get("ms"):
@@ -158,6 +166,34 @@ def run_case(case: Case, master: dict, ref: Reference, cfg: Config, timer: Timer
                     row["vs_torch_cold"] = b["ms_cold"] / row["ms_cold"]
     del models, runners, data
     return list(rows.values())
+
+
+def _persistent_floors(row: dict, cand: GruCudaCandidate, case: Case, cfg: Config,
+                       ran: dict) -> None:
+    """tc_floor and barrier_floor of a gru_cuda row whose run went persistent, from the
+    capacity model's plans under the candidate's forcing; only where the plan is what ran (a
+    direction that ran stepwise has no modelled floor and adds nothing)."""
+    directions = ("forward",) if case.mode == "fwd" else ("forward", "backward")
+    if not any((ran.get(d) or "").startswith("persistent") for d in directions):
+        return
+    plan = cand.explain(case, cfg)
+    capacity = (plan or {}).get("capacity") or {}
+    used = {}
+    for d in directions:
+        if not (ran.get(d) or "").startswith("persistent"):
+            continue
+        p = capacity.get(d) or {}
+        planned = (p.get("path"), p.get("product") or None)
+        actual = (ran[d], ran.get(f"{d}_product"))
+        if planned != actual:
+            shown = ":".join(filter(None, planned)) or "nothing"
+            why = (f"no floors: the capacity model plans {shown} for the {d}, "
+                   f"{':'.join(filter(None, actual))} ran")
+            row["note"] = f"{row['note']}; {why}" if row.get("note") else why
+            return
+        used[d] = p
+    row.update(floor_fractions(used.get("forward"), used.get("backward"), case.mode, case.shape.T,
+                               row["ms"]))
 
 
 def _unchecked_row(case: Case, cand: Candidate, why: str) -> dict:

@@ -73,6 +73,12 @@ def test_quick_preset_writes_csv_json_png(tmp_path):
     assert len(csv_rows) == len(doc["results"])
     assert all(r["torch"] == torch.__version__ and r["device_name"] and r["date"]
                for r in csv_rows)
+    # time per step in every timed row; the GPU floors stay empty on a CPU
+    for r in csv_rows:
+        if r["status"] == "ok":
+            assert float(r["step_us"]) == pytest.approx(float(r["ms"]) * 1e3 / int(r["T"]),
+                                                        rel=1e-4)
+        assert r["tc_floor"] == r["barrier_floor"] == ""
 
 
 def test_wrong_candidate_is_reported_and_not_timed(tmp_path, capsys):
