@@ -9,7 +9,10 @@ can (not float64, nothing too large: those cases are routed to the paths that ca
 script says so), plus cases picked with dispatch.explain so that the grid path runs several
 CTAs and the cluster path at least 2 clusters of at least 2 CTAs. After each pass the script
 checks with dispatch.last_path that the forced path itself ran (a silent fallback fails), prints
-which path ran each case, and compares every path's results with the stepwise ones.
+which path ran each case, and compares every path's results with the stepwise ones. On sm_80+
+the persistent paths also run each float16/bfloat16 case with the tensor_core product and each
+float32 case with 3xtf32 forced (work items "persistent:tensor_core", ...), so that the tools see
+the mma.sync / ldmatrix code and its split-K partial tiles too.
 
 Run on a GPU machine with the CUDA build installed (--quick: a few cases per path):
 
@@ -77,8 +80,22 @@ SHAPE_CANDIDATES = [(6, 40), (12, 40), (24, 72), (40, 136)]
 AGREE = {F32: 1e-4, F16: 3e-2, BF16: 5e-2, F64: 1e-9}
 
 
-def forced_plan(path, B, T, H, dtype, reset_after, rdm):
-    with dispatch.force_path(path):
+def split(spec):
+    """"persistent:tensor_core" -> ("persistent", "tensor_core"); "stepwise" -> (.., None)."""
+    path, _, product = spec.partition(":")
+    return path, product or None
+
+
+def tensor_core_product(dtype):
+    """The tensor-core product a case of `dtype` is also run with (None: none)."""
+    if torch.cuda.get_device_capability()[0] < 8:
+        return None
+    return {F16: "tensor_core", BF16: "tensor_core", F32: "3xtf32"}.get(dtype)
+
+
+def forced_plan(spec, B, T, H, dtype, reset_after, rdm):
+    path, product = split(spec)
+    with dispatch.force_path(path), dispatch.force_product(product):
         return dispatch.explain(B, T, H, dtype=dtype, reset_after=reset_after,
                                 recurrent_dropout=rdm)
 
@@ -113,10 +130,12 @@ def make_inputs(T, B, F, H, reset_after, dtype, mask, idm, rdm, bias, device="cu
             kw.get("recurrent_dropout_mask"))
 
 
-def run_case(path, T, B, F, H, reset_after, dtype, mask, idm, rdm, go_backwards, zero_output,
+def run_case(spec, T, B, F, H, reset_after, dtype, mask, idm, rdm, go_backwards, zero_output,
              bias, activation, recurrent_activation):
-    """Forward (saved), backward and inference forward with `path` forced. Returns
-    (results, problems): the tensors, and what went wrong (a fallback, non-finite values)."""
+    """Forward (saved), backward and inference forward with the path (and product) of `spec`
+    forced. Returns (results, problems): the tensors, and what went wrong (a fallback to
+    another path or product, non-finite values)."""
+    path, product = split(spec)
     x, kernel, recurrent, b, h0, m, im, rm = make_inputs(T, B, F, H, reset_after, dtype, mask,
                                                          idm, rdm, bias)
     ids = FUSED_IDS[activation], FUSED_IDS[recurrent_activation]
@@ -128,9 +147,12 @@ def run_case(path, T, B, F, H, reset_after, dtype, mask, idm, rdm, go_backwards,
         if not empty and r[direction] != path:
             problems.append(f"{direction} ran {r[direction]!r} ({r[direction + '_reason']}) "
                             f"instead of the forced {path!r}")
+        if not empty and product is not None and r[direction + "_product"] != product:
+            problems.append(f"{direction} ran the {r[direction + '_product']!r} product "
+                            f"instead of the forced {product!r}")
         return f"{r[direction]} ({r[direction + '_reason']})"
 
-    with dispatch.force_path(path):
+    with dispatch.force_path(path), dispatch.force_product(product):
         outputs, final, states, workspace = torch.ops.gru_cuda.gru_forward(
             x, kernel, recurrent, b, h0, m, im, rm, reset_after, *ids, go_backwards,
             zero_output, True)
@@ -202,6 +224,9 @@ def main(argv=None):
                     "tanh", "sigmoid")
             work += [(case, p) for p in dict.fromkeys(["stepwise", path]) if p in paths]
 
+    # The persistent runs once more with the dtype's tensor-core product forced.
+    work += [(case, f"{p}:{tensor_core_product(case[5])}") for case, p in list(work)
+             if p != "stepwise" and tensor_core_product(case[5]) is not None]
     work = list(dict.fromkeys(work))  # a geometry case two paths picked runs stepwise once
     failures, runs, baselines = 0, 0, {}
     for case, path in sorted(work, key=lambda cp: cp[1] != "stepwise"):  # stepwise first
@@ -209,7 +234,7 @@ def main(argv=None):
         rdm = case[8]
         if path != "stepwise" and T * B * H:
             r = forced_plan(path, B, T, H, dtype, ra, rdm)
-            if r["path"] != path or r["backward_path"] != path:
+            if r["path"] != split(path)[0] or r["backward_path"] != split(path)[0]:
                 why = r["reason"] if r["path"] != path else r["backward_reason"]
                 target = "stepwise" if "stepwise" in paths else "no requested path"
                 print(f"  [{path}] {fmt(case)}: routed to {target} ({why})")

@@ -39,9 +39,13 @@ def test_clean(sanitizer):
     assert not _reports(out), f"{sanitizer} reported:\n{tail}"
     assert rc == 0, f"driver exited with {rc}:\n{tail}"
     assert "PASSED: 0 failure(s)" in out, tail
-    # Both persistent paths ran, the cluster path with several CTAs a cluster and several clusters.
-    assert "persistent_cluster J=4 ctas=4 clusters=2" in out, tail
-    assert "persistent J=4 ctas=4" in out, tail
+    # Both persistent paths ran, the cluster path with several CTAs a cluster and several
+    # clusters, with the SIMT product and with the 3xtf32 tensor-core product (emulated
+    # mma.sync / ldmatrix under the sanitizer too).
+    assert "persistent_cluster simt J=4 ctas=4 clusters=2" in out, tail
+    assert "persistent simt J=4 ctas=4" in out, tail
+    assert "persistent_cluster 3xtf32 J=8 ctas=2 clusters=2" in out, tail
+    assert "persistent 3xtf32 J=8 ctas=2" in out, tail
     assert out.count("\nok ") + out.startswith("ok ") >= 100, tail
 
 

@@ -32,12 +32,18 @@ __device__ __forceinline__ float bits_as_float(uint32_t u) {
   return f;
 }
 
-// Two fp32 values as one register of 16-bit operands, the first in the low half.
+// Two fp32 values as one register of 16-bit operands, the first in the low half (one
+// cvt.rn.{bf16x2,f16x2}.f32 on sm_80+).
 template <typename T16>
 __device__ __forceinline__ uint32_t pack_pair(float2 v) {
-  T16 e[2] = {from_acc<T16>(v.x), from_acc<T16>(v.y)};
   uint32_t r;
-  memcpy(&r, e, 4);
+  if constexpr (std::is_same_v<T16, __nv_bfloat16>) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(v.x, v.y);
+    memcpy(&r, &h, 4);
+  } else {
+    const __half2 h = __floats2half2_rn(v.x, v.y);
+    memcpy(&r, &h, 4);
+  }
   return r;
 }
 
