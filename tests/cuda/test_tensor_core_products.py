@@ -133,6 +133,14 @@ def test_h1024_plans_on_h200():
                          allow_tf32=allow)
                 assert p["path"] == "persistent", p
                 assert p["product"] in ("tensor_core", "tf32", "3xtf32"), p
+    # Every batch size 1..64 runs with each tensor-core product forced, in both directions.
+    for dtype, product in (("bfloat16", "tensor_core"), ("float32", "tf32"),
+                           ("float32", "3xtf32")):
+        for B in range(1, 65):
+            for backward in (False, True):
+                p = plan(H200, B, 1024, dtype, backward=backward, forced="persistent",
+                         product=product, allow_tf32=True)
+                assert p["path"] == "persistent" and p["product"] == product, (B, p)
     with dispatch.force_path("persistent"):
         r = dispatch.explain(16, 256, 1024, dtype=torch.bfloat16, device_caps="H200")
         assert r["product"] == "tensor_core" and r["backward_product"] == "tensor_core", r
