@@ -50,6 +50,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
   const Tensor ones = at::ones({B, H}, opts);
   const Tensor Ut = U.t();
   const int act = static_cast<int>(activation), ract = static_cast<int>(recurrent_activation);
+  const Isa isa = cpu_isa();
 
   // dh += sum over gates g in [g0, g1) of q_g * (d_g U_g^T), d = (B, 3H) block of this step.
   auto add_recurrent_grad = [&](const Tensor& d, int64_t g0, int64_t g1) {
@@ -73,6 +74,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
     p.q_h = rdm.has_value() ? (*rdm)[2].data_ptr<T_>() : nullptr;
     p.ws_width = ws_width;
     p.zero_out = zero_output_for_mask;
+    p.isa = isa;
     if (!reset_after) p.drh = drh.data_ptr<T_>();
     for (int64_t step = T - 1; step >= 0; --step) {
       const int64_t t = go_backwards ? T - 1 - step : step;
@@ -141,7 +143,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
     Tensor rh_all = at::empty({T, B, H}, opts);
     AT_DISPATCH_FLOATING_TYPES(ct, "gru_reset_state_cpu", [&] {
       reset_state_rows(T * B, H, ws_t.data_ptr<scalar_t>(), ws_width, hd_h.data_ptr<scalar_t>(),
-                       rh_all.data_ptr<scalar_t>(), ract);
+                       rh_all.data_ptr<scalar_t>(), ract, isa);
     });
     grad_rk.narrow(1, 2 * H, H).copy_(at::mm(rh_all.view({T * B, H}).t(), dgx2.narrow(1, 2 * H, H)));
   }

@@ -85,6 +85,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
   const Tensor U_h = U.narrow(1, 2 * H, H);
   const int n_gates_first = reset_after ? 3 : 2;
   const int act = static_cast<int>(activation), ract = static_cast<int>(recurrent_activation);
+  const Isa isa = cpu_isa();
 
   AT_DISPATCH_FLOATING_TYPES(ct, "gru_forward_cpu", [&] {
     using T_ = scalar_t;
@@ -94,6 +95,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
     p.bh = b_h.data_ptr<T_>();
     p.zero_out = zero_output_for_mask;
     p.ws_width = ws_width;
+    p.isa = isa;
     p.gh = per_gate_rec ? GateView<T_>{gh.data_ptr<T_>(), H, B * H}
                         : GateView<T_>{gh.data_ptr<T_>(), 3 * H, H};
     p.q_h = per_gate_rec ? (*rdm)[2].data_ptr<T_>() : nullptr;

@@ -2,14 +2,20 @@
 // ids, one explicit instantiation per dtype (float, double; bfloat16 and float16 compute in
 // float). The host code (gru_cpu_forward.cpp, gru_cpu_backward.cpp) sees only these
 // declarations; the 144 activation-pair instantiations of each pass live in the small
-// instantiate/gru_cpu_{fwd,bwd}_{ra,rb}_{f32,f64}.cpp files (gru_cpu_steps_impl.h), which compile in
-// parallel instead of as one long translation unit.
+// instantiate/gru_cpu_{fwd,bwd}_{ra,rb}_{f32,f64}[_avx2|_avx512].cpp files
+// (gru_cpu_steps_impl.h), which compile in parallel instead of as one long translation unit.
+//
+// float has one build of the passes per instruction set (cpu_isa.h): the entry points below run
+// the variant named by the step's `isa`, the per-variant definitions live in the namespaces
+// isa_baseline, isa_avx2 and isa_avx512.
 //
 // Every function expects validated activation ids (check_forward_args); an unknown id runs
 // nothing.
 #pragma once
 
 #include <cstdint>
+
+#include "cpu/cpu_isa.h"
 
 namespace gru_cuda {
 namespace cpu {
@@ -41,6 +47,7 @@ struct ForwardStep {
   T* rh;              // reset_after=False: (B, H) r * hd_h for the second GEMM
   T* state;           // (B, H)
   T* out;             // (B, H)
+  Isa isa;            // variant of the passes (float only; double runs the baseline build)
 };
 
 template <typename T>
@@ -58,6 +65,7 @@ struct BackwardStep {
   T* dgx;             // (B, 3H) gradient w.r.t. the input projection (row stride 3H)
   T* dgh;             // (B, 3H) gradient w.r.t. the recurrent products (row stride 3H)
   const T* drh;       // reset_after=False phase 2: (B, H) da_h U_h^T
+  Isa isa;
 };
 
 // Forward, reset_after=True: the whole step (gates, candidate, update) in one pass.
@@ -83,7 +91,31 @@ void backward_step_reset_before_gates(const BackwardStep<T>& p, const T* ones, i
 // reset_after=False, for dU_h after the loop: out = r * hd_h over all rows (r from ws).
 template <typename T>
 void reset_state_rows(int64_t rows, int64_t H, const T* ws, int64_t ws_width, const T* hd_h,
-                      T* out, int ract);
+                      T* out, int ract, Isa isa);
+
+// The same passes in one instruction-set variant (no isa argument).
+#define GRU_CPU_DECLARE_PASSES(NS)                                                                \
+  namespace NS {                                                                                  \
+  template <typename T>                                                                           \
+  void forward_step_reset_after(const ForwardStep<T>& p, int act, int ract);                      \
+  template <typename T>                                                                           \
+  void forward_step_reset_before_gates(const ForwardStep<T>& p, const T* ones, int ract);         \
+  template <typename T>                                                                           \
+  void forward_step_reset_before_candidate(const ForwardStep<T>& p, int act, int ract);           \
+  template <typename T>                                                                           \
+  void backward_step_reset_after(const BackwardStep<T>& p, int act, int ract);                    \
+  template <typename T>                                                                           \
+  void backward_step_reset_before_candidate(const BackwardStep<T>& p, int act, int ract);         \
+  template <typename T>                                                                           \
+  void backward_step_reset_before_gates(const BackwardStep<T>& p, const T* ones, int ract);       \
+  template <typename T>                                                                           \
+  void reset_state_rows(int64_t rows, int64_t H, const T* ws, int64_t ws_width, const T* hd_h,    \
+                        T* out, int ract);                                                        \
+  }
+GRU_CPU_DECLARE_PASSES(isa_baseline)
+GRU_CPU_DECLARE_PASSES(isa_avx2)
+GRU_CPU_DECLARE_PASSES(isa_avx512)
+#undef GRU_CPU_DECLARE_PASSES
 
 }  // namespace cpu
 }  // namespace gru_cuda

@@ -2,6 +2,13 @@
 // over batch rows with a branch-free inner loop over units, templated on the activation pair
 // (A, R) so that the compiler vectorises it. The cell arithmetic is common/gru_cell.h; these
 // passes hold the loads, stores and masks.
+//
+// Included once per instruction-set variant (cpu_isa.h) with GRU_CPU_ISA_LEVEL set to 0
+// (baseline), 1 (AVX2 + FMA) or 2 (AVX-512): the passes are defined in that variant's namespace
+// under `#pragma GCC target`. Every other header is included before the pragma, so that no
+// inline function of ATen, the standard library or common/ is compiled for a wider instruction
+// set (the linker could pick such a copy for a baseline caller); the always-inline cell
+// arithmetic is still vectorised for the variant, as part of the pass it is inlined into.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -14,8 +21,23 @@
 #include "cpu/fast_math.h"
 #include "cpu/gru_cpu_steps.h"
 
+#if !defined(GRU_CPU_ISA_LEVEL) || GRU_CPU_ISA_LEVEL == 0
+#define GRU_CPU_ISA_NS isa_baseline
+#elif GRU_CPU_ISA_LEVEL == 1
+#define GRU_CPU_ISA_NS isa_avx2
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#elif GRU_CPU_ISA_LEVEL == 2
+#define GRU_CPU_ISA_NS isa_avx512
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
+#else
+#error "GRU_CPU_ISA_LEVEL must be 0, 1 or 2"
+#endif
+
 namespace gru_cuda {
 namespace cpu {
+namespace GRU_CPU_ISA_NS {
 
 // float uses the vectorisable exp/tanh; double keeps libm.
 template <typename T>
@@ -251,5 +273,10 @@ void reset_state_all(int64_t rows, int64_t H, const T* ws, int64_t ws_width, con
   });
 }
 
+}  // namespace GRU_CPU_ISA_NS
 }  // namespace cpu
 }  // namespace gru_cuda
+
+#if defined(GRU_CPU_ISA_LEVEL) && GRU_CPU_ISA_LEVEL != 0
+#pragma GCC pop_options
+#endif
