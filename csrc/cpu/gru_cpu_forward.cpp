@@ -63,7 +63,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
   // With save_for_backward the per-step states and workspace are the saved tensors; otherwise
   // two state buffers and one workspace block are reused across steps.
   Tensor states = save_for_backward ? at::empty({T, B, H}, opts) : at::empty({2, B, H}, opts);
-  Tensor ws = at::empty({save_for_backward ? T : 1, B, ws_width}, opts);
+  // Inference with reset_after=True writes no workspace at all; reset_after=False reuses one
+  // block (its second phase reads the first's z).
+  Tensor ws = save_for_backward ? at::empty({T, B, ws_width}, opts)
+              : reset_after     ? at::empty({0}, opts)
+                                : at::empty({1, B, ws_width}, opts);
 
   OptTensor b_i;
   // The recurrent bias (zeros without one) and a row of ones (no recurrent dropout) keep the
@@ -124,7 +128,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
       p.h = h.data_ptr<T_>();
       p.valid = mask.has_value() ? (*mask)[t].data_ptr<bool>() : nullptr;
       p.prev_out = step > 0 ? outputs[step - 1].data_ptr<T_>() : nullptr;
-      p.ws = ws[save_for_backward ? step : 0].data_ptr<T_>();
+      p.ws = save_for_backward ? ws[step].data_ptr<T_>()
+             : reset_after     ? nullptr
+                               : ws[0].data_ptr<T_>();
       p.state = state.data_ptr<T_>();
       p.out = outputs[step].data_ptr<T_>();
       if (reset_after) {

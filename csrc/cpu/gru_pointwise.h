@@ -79,8 +79,9 @@ inline bool row_valid(const bool* valid, int64_t b) {
   return valid == nullptr || valid[b];
 }
 
-// reset_after=True: the whole step of one row in one pass.
-template <typename T, int A, int R>
+// reset_after=True: the whole step of one row in one pass. Save: write the workspace row (the
+// saved tensor of the backward pass); inference skips those four stores per unit.
+template <typename T, int A, int R, bool Save>
 inline void forward_reset_after_row(int64_t H, const T* __restrict__ gx, const T* __restrict__ gz,
                                     const T* __restrict__ gr, const T* __restrict__ gh,
                                     const T* __restrict__ bh, const T* __restrict__ h,
@@ -90,10 +91,12 @@ inline void forward_reset_after_row(int64_t H, const T* __restrict__ gx, const T
     const T a_r = gx[H + j] + gr[j] + bh[H + j];
     const T gh_h = gh[j] + bh[2 * H + j];
     const auto y = cell::forward_reset_after(Pair<A, R, T>{}, a_z, a_r, gx[2 * H + j], gh_h, h[j]);
-    ws[j] = a_z;
-    ws[H + j] = a_r;
-    ws[2 * H + j] = y.a_h;
-    ws[3 * H + j] = gh_h;
+    if constexpr (Save) {
+      ws[j] = a_z;
+      ws[H + j] = a_r;
+      ws[2 * H + j] = y.a_h;
+      ws[3 * H + j] = gh_h;
+    }
     state[j] = y.h_new;
     out[j] = y.h_new;
   }
@@ -104,9 +107,14 @@ void forward_reset_after(const ForwardStep<T>& p) {
   const int64_t H = p.H;
   for_each_row(p.B, H, [&](int64_t b) {
     const int64_t o = b * H;
-    forward_reset_after_row<T, A, R>(H, p.gx + b * 3 * H, &p.gh.at(b, 0, 0), &p.gh.at(b, 1, 0),
-                                          &p.gh.at(b, 2, 0), p.bh, p.h + o, p.ws + b * p.ws_width,
-                                          p.state + o, p.out + o);
+    const T *gx = p.gx + b * 3 * H, *gz = &p.gh.at(b, 0, 0), *gr = &p.gh.at(b, 1, 0),
+            *gh = &p.gh.at(b, 2, 0);
+    if (p.ws != nullptr)
+      forward_reset_after_row<T, A, R, true>(H, gx, gz, gr, gh, p.bh, p.h + o,
+                                             p.ws + b * p.ws_width, p.state + o, p.out + o);
+    else
+      forward_reset_after_row<T, A, R, false>(H, gx, gz, gr, gh, p.bh, p.h + o, nullptr,
+                                              p.state + o, p.out + o);
     if (!row_valid<T>(p.valid, b)) carry_masked_row(p, b);
   });
 }
