@@ -28,6 +28,18 @@ Isa detect() {
 
 }  // namespace
 
+bool cpu_has_bf16_dot() {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return cpu_isa_supported() == Isa::kAvx512 && __builtin_cpu_supports("avx512bf16");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
 const char* isa_name(Isa isa) { return kNames[static_cast<int>(isa)]; }
 
 Isa cpu_isa_supported() {

@@ -24,6 +24,13 @@ inline std::optional<at::Tensor> prepared(const std::optional<at::Tensor>& t, at
   return t.has_value() ? std::optional<at::Tensor>(prepared(*t, ct)) : std::nullopt;
 }
 
+// x (T, B, F) is the transposed view of a contiguous (B, T, F) tensor. The forward op then
+// returns its outputs with the same layout (a (T, B, H) view of a contiguous (B, T, H) tensor);
+// the op's fake kernel (gru_cuda/ops.py) mirrors this test.
+inline bool is_batch_major(const at::Tensor& x) {
+  return x.dim() == 3 && !x.is_contiguous() && x.transpose(0, 1).is_contiguous();
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward_cpu(
     const at::Tensor& x_in, const at::Tensor& kernel_in, const at::Tensor& rk_in,
     const std::optional<at::Tensor>& bias_in, const at::Tensor& h0_in,

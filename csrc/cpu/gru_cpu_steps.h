@@ -34,6 +34,7 @@ template <typename T>
 struct ForwardStep {
   int64_t B, H;
   const T* gx;        // (B, 3H) input projection of this step's input time, biases b_i included
+  int64_t gx_row;     // row stride of gx: 3H, or T * 3H for a batch-major input
   GateView<T> gh;     // recurrent products (reset_after: all 3 gates; otherwise z and r)
   const T* ghh;       // reset_after=False, second phase: (B, H) (r * hd_h) U_h; else unused
   const T* bh;        // (3H) recurrent bias, zeros without one (reset_after only)
@@ -46,7 +47,8 @@ struct ForwardStep {
   int64_t ws_width;   // 4H (reset_after) or 3H
   T* rh;              // reset_after=False: (B, H) r * hd_h for the second GEMM
   T* state;           // (B, H)
-  T* out;             // (B, H)
+  T* out;             // (B, H), as prev_out
+  int64_t out_row;    // row stride of out and prev_out: H, or T * H for batch-major outputs
   Isa isa;            // variant of the passes (float only; double runs the baseline build)
 };
 

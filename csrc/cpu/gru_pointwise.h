@@ -66,11 +66,11 @@ inline void for_each_row(int64_t B, int64_t H, F&& f) {
 // so a NaN elsewhere cannot leak into the row.
 template <typename T>
 inline void carry_masked_row(const ForwardStep<T>& p, int64_t b) {
-  const int64_t o = b * p.H;
+  const int64_t o = b * p.H, oo = b * p.out_row;
   const bool zero = p.zero_out || p.prev_out == nullptr;
   for (int64_t j = 0; j < p.H; ++j) {
     p.state[o + j] = p.h[o + j];
-    p.out[o + j] = zero ? T(0) : p.prev_out[o + j];
+    p.out[oo + j] = zero ? T(0) : p.prev_out[oo + j];
   }
 }
 
@@ -107,14 +107,15 @@ void forward_reset_after(const ForwardStep<T>& p) {
   const int64_t H = p.H;
   for_each_row(p.B, H, [&](int64_t b) {
     const int64_t o = b * H;
-    const T *gx = p.gx + b * 3 * H, *gz = &p.gh.at(b, 0, 0), *gr = &p.gh.at(b, 1, 0),
+    const T *gx = p.gx + b * p.gx_row, *gz = &p.gh.at(b, 0, 0), *gr = &p.gh.at(b, 1, 0),
             *gh = &p.gh.at(b, 2, 0);
     if (p.ws != nullptr)
       forward_reset_after_row<T, A, R, true>(H, gx, gz, gr, gh, p.bh, p.h + o,
-                                             p.ws + b * p.ws_width, p.state + o, p.out + o);
+                                             p.ws + b * p.ws_width, p.state + o,
+                                             p.out + b * p.out_row);
     else
       forward_reset_after_row<T, A, R, false>(H, gx, gz, gr, gh, p.bh, p.h + o, nullptr,
-                                              p.state + o, p.out + o);
+                                              p.state + o, p.out + b * p.out_row);
     if (!row_valid<T>(p.valid, b)) carry_masked_row(p, b);
   });
 }
@@ -139,7 +140,7 @@ void forward_reset_before_gates(const ForwardStep<T>& p, const T* ones) {
   const int64_t H = p.H;
   for_each_row(p.B, H, [&](int64_t b) {
     const int64_t o = b * H;
-    forward_reset_before_gates_row<T, R>(H, p.gx + b * 3 * H, &p.gh.at(b, 0, 0),
+    forward_reset_before_gates_row<T, R>(H, p.gx + b * p.gx_row, &p.gh.at(b, 0, 0),
                                             &p.gh.at(b, 1, 0), p.h + o, p.q_h ? p.q_h + o : ones,
                                             p.ws + b * p.ws_width, p.rh + o);
   });
@@ -165,8 +166,9 @@ void forward_reset_before_candidate(const ForwardStep<T>& p) {
   const int64_t H = p.H;
   for_each_row(p.B, H, [&](int64_t b) {
     const int64_t o = b * H;
-    forward_reset_before_candidate_row<T, A, R>(H, p.gx + b * 3 * H, p.ghh + o, p.h + o,
-                                                     p.ws + b * p.ws_width, p.state + o, p.out + o);
+    forward_reset_before_candidate_row<T, A, R>(H, p.gx + b * p.gx_row, p.ghh + o, p.h + o,
+                                                p.ws + b * p.ws_width, p.state + o,
+                                                p.out + b * p.out_row);
     if (!row_valid<T>(p.valid, b)) carry_masked_row(p, b);
   });
 }
