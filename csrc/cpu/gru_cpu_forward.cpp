@@ -40,12 +40,6 @@ Tensor input_projection(const Tensor& x, const Tensor& W, const OptTensor& b_i,
   return b_i.has_value() ? at::addmm(*b_i, xin, W) : at::mm(xin, W);
 }
 
-// bfloat16 products (oneDNN, float32 accumulation) run at about twice the float32 rate where the
-// CPU has bfloat16 dot products, but cost ~15 us more per call: below this many multiply-adds a
-// product stays in float32 (measured at 1 thread: B=8, H=128 is faster in float32, B=32, H=256
-// in bfloat16).
-constexpr int64_t kBf16MinMacs = int64_t(1) << 21;
-
 }  // namespace
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
