@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "common/activations.h"
+#include "cpu/cpu_isa.h"
 #include "gru_persistent_pybind.h"
 
 #ifdef GRU_CUDA_WITH_CUDA
@@ -99,6 +100,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("activation_names", &activation_names,
         "Names of the fused activations, in the order of their integer ids.");
   m.def("build_info", &build_info, "How this library was built (CUDA or CPU only, torch version).");
+  m.def("cpu_isa", [] { return std::string(gru_cuda::cpu::isa_name(gru_cuda::cpu::cpu_isa())); },
+        "Instruction-set variant of the float32 CPU passes that the next op call runs "
+        "(the best this CPU runs, or GRU_CUDA_CPU_ISA).");
+  m.def("cpu_isa_supported", &gru_cuda::cpu::cpu_isa_names_supported,
+        "Instruction-set variants of the CPU passes that this CPU runs, lowest first.");
   gru_cuda::persistent::register_pybind(m);  // kernel paths, forced path, capacity model
 #ifdef GRU_CUDA_WITH_CUDA
   m.def("cuda_device_capacity", &gru_cuda::cuda_device_capacity, pybind11::arg("device"),

@@ -58,6 +58,13 @@ def _check_forward_fake(x, kernel, recurrent_kernel, bias, h0, mask, idm, rdm, r
     ])
 
 
+def _cpu_batch_major(x) -> bool:
+    """The CPU op reads an x that is the (T, B, F) view of a contiguous (B, T, F) tensor in place
+    and returns its outputs with the same layout (is_batch_major in csrc/cpu/gru_cpu_ops.h)."""
+    return (x.device.type == "cpu" and x.dim() == 3 and not x.is_contiguous()
+            and x.transpose(0, 1).is_contiguous())
+
+
 @torch.library.register_fake("gru_cuda::gru_forward")
 def _gru_forward_fake(x, kernel, recurrent_kernel, bias, h0, mask, input_dropout_mask,
                       recurrent_dropout_mask, reset_after, activation, recurrent_activation,
@@ -66,7 +73,10 @@ def _gru_forward_fake(x, kernel, recurrent_kernel, bias, h0, mask, input_dropout
                         recurrent_dropout_mask, reset_after, activation, recurrent_activation)
     T, B, _ = x.shape
     H = recurrent_kernel.shape[0]
-    outputs = x.new_empty((T, B, H))
+    if _cpu_batch_major(x):
+        outputs = x.new_empty((B, T, H)).transpose(0, 1)
+    else:
+        outputs = x.new_empty((T, B, H))
     final_state = x.new_empty((B, H))
     if save_for_backward:
         states = x.new_empty((T, B, H))

@@ -31,12 +31,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
   check_backward_args(s, grad_outputs_in, grad_final_in, states_in, ws_in, reset_after, x_in);
   const int64_t T = s.T, B = s.B, F = s.F, H = s.H;
   const at::ScalarType out_type = x_in.scalar_type(), ct = compute_type(out_type);
-  const Tensor x = prepared(x_in, ct), W = prepared(kernel_in, ct), U = prepared(rk_in, ct),
+  // bfloat16 inputs (as in the forward): the per-step products and, without dropout, the
+  // weight- and input-gradient products run in bfloat16 where they are large enough to pay.
+  const bool bf16 = out_type == at::kBFloat16 && cpu_has_bf16_dot() && !rdm_in.has_value();
+  const bool bf16_rec = bf16 && B * H * 3 * H >= kBf16MinMacs;
+  const bool bf16_w = bf16 && !idm_in.has_value() && T * B * F * 3 * H >= kBf16MinMacs;
+  const at::ScalarType w_type = bf16_w ? at::kBFloat16 : ct;
+  const Tensor x = prepared(x_in, w_type), W = prepared(kernel_in, w_type), U = prepared(rk_in, ct),
                h0 = prepared(h0_in, ct), states = prepared(states_in, ct),
                ws = prepared(ws_in, ct), dY = prepared(grad_outputs_in, ct);
   const OptTensor idm = prepared(idm_in, ct), rdm = prepared(rdm_in, ct);
   const OptTensor mask = mask_in.has_value() ? OptTensor(mask_in->contiguous()) : std::nullopt;
-  const auto opts = x.options();
+  const auto opts = x_in.options().dtype(ct);
   const int64_t ws_width = (reset_after ? 4 : 3) * H;
 
   Tensor dh = prepared(grad_final_in, ct).clone();
@@ -49,10 +55,26 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
   Tensor tmp = rdm.has_value() ? at::empty({B, H}, opts) : Tensor();
   const Tensor ones = at::ones({B, H}, opts);
   const Tensor Ut = U.t();
+  const auto lo = opts.dtype(at::kBFloat16);
+  const Tensor Ut_lo = bf16_rec ? prepared(rk_in, at::kBFloat16).t() : Tensor();
+  Tensor d_lo = bf16_rec ? at::empty({B, 3 * H}, lo) : Tensor();
+  Tensor dr_lo = bf16_rec ? at::empty({B, H}, lo) : Tensor();
+  // d[:, g0 H : g1 H] @ Ut[g0 H : g1 H] in bfloat16, through d_lo; the result is dr_lo.
+  auto product_lo = [&](const Tensor& d, int64_t g0, int64_t g1) -> const Tensor& {
+    Tensor dl = d_lo.narrow(1, g0 * H, (g1 - g0) * H);
+    dl.copy_(d.narrow(1, g0 * H, (g1 - g0) * H));
+    at::mm_out(dr_lo, dl, Ut_lo.narrow(0, g0 * H, (g1 - g0) * H));
+    return dr_lo;
+  };
   const int act = static_cast<int>(activation), ract = static_cast<int>(recurrent_activation);
+  const Isa isa = cpu_isa();
 
   // dh += sum over gates g in [g0, g1) of q_g * (d_g U_g^T), d = (B, 3H) block of this step.
   auto add_recurrent_grad = [&](const Tensor& d, int64_t g0, int64_t g1) {
+    if (bf16_rec) {
+      dh.add_(product_lo(d, g0, g1));
+      return;
+    }
     if (!rdm.has_value()) {
       dh.addmm_(d.narrow(1, g0 * H, (g1 - g0) * H), Ut.narrow(0, g0 * H, (g1 - g0) * H));
       return;
@@ -73,6 +95,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
     p.q_h = rdm.has_value() ? (*rdm)[2].data_ptr<T_>() : nullptr;
     p.ws_width = ws_width;
     p.zero_out = zero_output_for_mask;
+    p.isa = isa;
     if (!reset_after) p.drh = drh.data_ptr<T_>();
     for (int64_t step = T - 1; step >= 0; --step) {
       const int64_t t = go_backwards ? T - 1 - step : step;
@@ -87,7 +110,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
         add_recurrent_grad(dgh[step], 0, 3);
       } else {
         backward_step_reset_before_candidate(p, act, ract);
-        at::mm_out(drh, dgx[t].narrow(1, 2 * H, H), Ut.narrow(0, 2 * H, H));
+        if (bf16_rec)
+          drh.copy_(product_lo(dgx[t], 2, 3));
+        else
+          at::mm_out(drh, dgx[t].narrow(1, 2 * H, H), Ut.narrow(0, 2 * H, H));
         backward_step_reset_before_gates(p, ones.data_ptr<T_>(), ract);
         add_recurrent_grad(dgx[t], 0, 2);
       }
@@ -112,8 +138,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
     grad_kernel = at::mm((x * *idm).view({T * B, F}).t(), dgx2);
     grad_x = at::mm(dgx2, W.t()).view({T, B, F}).mul_(*idm);
   } else {
-    grad_kernel = at::mm(x2.t(), dgx2);
-    grad_x = at::mm(dgx2, W.t()).view({T, B, F});
+    const Tensor d = bf16_w ? dgx2.to(at::kBFloat16) : dgx2;
+    grad_kernel = at::mm(x2.t(), d);
+    grad_x = at::mm(d, W.t()).view({T, B, F});
   }
 
   // h_{s-1} for every step s, in processing order.
@@ -123,7 +150,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
   Tensor grad_rk = at::empty({H, 3 * H}, opts);
   if (reset_after) {
     const Tensor dgh2 = dgh.view({T * B, 3 * H});
-    if (!rdm.has_value()) {
+    if (bf16_w) {
+      grad_rk = at::mm(hprev.view({T * B, H}).to(at::kBFloat16).t(), dgh2.to(at::kBFloat16));
+    } else if (!rdm.has_value()) {
       at::mm_out(grad_rk, hprev.view({T * B, H}).t(), dgh2);
     } else {
       for (int64_t g = 0; g < 3; ++g)
@@ -141,7 +170,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
     Tensor rh_all = at::empty({T, B, H}, opts);
     AT_DISPATCH_FLOATING_TYPES(ct, "gru_reset_state_cpu", [&] {
       reset_state_rows(T * B, H, ws_t.data_ptr<scalar_t>(), ws_width, hd_h.data_ptr<scalar_t>(),
-                       rh_all.data_ptr<scalar_t>(), ract);
+                       rh_all.data_ptr<scalar_t>(), ract, isa);
     });
     grad_rk.narrow(1, 2 * H, H).copy_(at::mm(rh_all.view({T * B, H}).t(), dgx2.narrow(1, 2 * H, H)));
   }

@@ -2,14 +2,20 @@
 // ids, one explicit instantiation per dtype (float, double; bfloat16 and float16 compute in
 // float). The host code (gru_cpu_forward.cpp, gru_cpu_backward.cpp) sees only these
 // declarations; the 144 activation-pair instantiations of each pass live in the small
-// instantiate/gru_cpu_{fwd,bwd}_{ra,rb}_{f32,f64}.cpp files (gru_cpu_steps_impl.h), which compile in
-// parallel instead of as one long translation unit.
+// instantiate/gru_cpu_{fwd,bwd}_{ra,rb}_{f32,f64}[_avx2|_avx512].cpp files
+// (gru_cpu_steps_impl.h), which compile in parallel instead of as one long translation unit.
+//
+// float has one build of the passes per instruction set (cpu_isa.h): the entry points below run
+// the variant named by the step's `isa`, the per-variant definitions live in the namespaces
+// isa_baseline, isa_avx2 and isa_avx512.
 //
 // Every function expects validated activation ids (check_forward_args); an unknown id runs
 // nothing.
 #pragma once
 
 #include <cstdint>
+
+#include "cpu/cpu_isa.h"
 
 namespace gru_cuda {
 namespace cpu {
@@ -28,6 +34,7 @@ template <typename T>
 struct ForwardStep {
   int64_t B, H;
   const T* gx;        // (B, 3H) input projection of this step's input time, biases b_i included
+  int64_t gx_row;     // row stride of gx: 3H, or T * 3H for a batch-major input
   GateView<T> gh;     // recurrent products (reset_after: all 3 gates; otherwise z and r)
   const T* ghh;       // reset_after=False, second phase: (B, H) (r * hd_h) U_h; else unused
   const T* bh;        // (3H) recurrent bias, zeros without one (reset_after only)
@@ -40,7 +47,9 @@ struct ForwardStep {
   int64_t ws_width;   // 4H (reset_after) or 3H
   T* rh;              // reset_after=False: (B, H) r * hd_h for the second GEMM
   T* state;           // (B, H)
-  T* out;             // (B, H)
+  T* out;             // (B, H), as prev_out
+  int64_t out_row;    // row stride of out and prev_out: H, or T * H for batch-major outputs
+  Isa isa;            // variant of the passes (float only; double runs the baseline build)
 };
 
 template <typename T>
@@ -58,6 +67,7 @@ struct BackwardStep {
   T* dgx;             // (B, 3H) gradient w.r.t. the input projection (row stride 3H)
   T* dgh;             // (B, 3H) gradient w.r.t. the recurrent products (row stride 3H)
   const T* drh;       // reset_after=False phase 2: (B, H) da_h U_h^T
+  Isa isa;
 };
 
 // Forward, reset_after=True: the whole step (gates, candidate, update) in one pass.
@@ -83,7 +93,31 @@ void backward_step_reset_before_gates(const BackwardStep<T>& p, const T* ones, i
 // reset_after=False, for dU_h after the loop: out = r * hd_h over all rows (r from ws).
 template <typename T>
 void reset_state_rows(int64_t rows, int64_t H, const T* ws, int64_t ws_width, const T* hd_h,
-                      T* out, int ract);
+                      T* out, int ract, Isa isa);
+
+// The same passes in one instruction-set variant (no isa argument).
+#define GRU_CPU_DECLARE_PASSES(NS)                                                                \
+  namespace NS {                                                                                  \
+  template <typename T>                                                                           \
+  void forward_step_reset_after(const ForwardStep<T>& p, int act, int ract);                      \
+  template <typename T>                                                                           \
+  void forward_step_reset_before_gates(const ForwardStep<T>& p, const T* ones, int ract);         \
+  template <typename T>                                                                           \
+  void forward_step_reset_before_candidate(const ForwardStep<T>& p, int act, int ract);           \
+  template <typename T>                                                                           \
+  void backward_step_reset_after(const BackwardStep<T>& p, int act, int ract);                    \
+  template <typename T>                                                                           \
+  void backward_step_reset_before_candidate(const BackwardStep<T>& p, int act, int ract);         \
+  template <typename T>                                                                           \
+  void backward_step_reset_before_gates(const BackwardStep<T>& p, const T* ones, int ract);       \
+  template <typename T>                                                                           \
+  void reset_state_rows(int64_t rows, int64_t H, const T* ws, int64_t ws_width, const T* hd_h,    \
+                        T* out, int ract);                                                        \
+  }
+GRU_CPU_DECLARE_PASSES(isa_baseline)
+GRU_CPU_DECLARE_PASSES(isa_avx2)
+GRU_CPU_DECLARE_PASSES(isa_avx512)
+#undef GRU_CPU_DECLARE_PASSES
 
 }  // namespace cpu
 }  // namespace gru_cuda

@@ -1,6 +1,9 @@
-// Definitions of the entry points declared in gru_cpu_steps.h: each dispatches the runtime
+// Definitions of one instruction-set variant's passes declared in gru_cpu_steps.h (namespace
+// isa_baseline, isa_avx2 or isa_avx512, from GRU_CPU_ISA_LEVEL): each dispatches the runtime
 // activation ids to the templated passes of gru_pointwise.h. Included only by the
-// instantiation files instantiate/gru_cpu_{fwd,bwd}_{ra,rb}_{f32,f64}.cpp, one pass family and dtype each.
+// instantiation files instantiate/gru_cpu_{fwd,bwd}_{ra,rb}_{f32,f64}[_avx2|_avx512].cpp, one
+// pass family, dtype and variant each. The entry points that choose the variant are in
+// gru_cpu_steps.cpp.
 #pragma once
 
 #include "common/activations.h"
@@ -9,6 +12,7 @@
 
 namespace gru_cuda {
 namespace cpu {
+namespace GRU_CPU_ISA_NS {
 
 // Calls f(integral_constant<A>, integral_constant<R>) for the runtime pair.
 template <typename F>
@@ -62,33 +66,42 @@ void reset_state_rows(int64_t rows, int64_t H, const T* ws, int64_t ws_width, co
   });
 }
 
+}  // namespace GRU_CPU_ISA_NS
 }  // namespace cpu
 }  // namespace gru_cuda
 
 #define GRU_CPU_INSTANTIATE_FORWARD_RESET_AFTER(T)                                       \
   namespace gru_cuda {                                                                   \
   namespace cpu {                                                                        \
+  namespace GRU_CPU_ISA_NS {                                                             \
   template void forward_step_reset_after<T>(const ForwardStep<T>&, int, int);            \
+  }                                                                                      \
   }                                                                                      \
   }
 #define GRU_CPU_INSTANTIATE_FORWARD_RESET_BEFORE(T)                                      \
   namespace gru_cuda {                                                                   \
   namespace cpu {                                                                        \
+  namespace GRU_CPU_ISA_NS {                                                             \
   template void forward_step_reset_before_gates<T>(const ForwardStep<T>&, const T*, int); \
   template void forward_step_reset_before_candidate<T>(const ForwardStep<T>&, int, int); \
+  }                                                                                      \
   }                                                                                      \
   }
 #define GRU_CPU_INSTANTIATE_BACKWARD_RESET_AFTER(T)                                      \
   namespace gru_cuda {                                                                   \
   namespace cpu {                                                                        \
+  namespace GRU_CPU_ISA_NS {                                                             \
   template void backward_step_reset_after<T>(const BackwardStep<T>&, int, int);          \
+  }                                                                                      \
   }                                                                                      \
   }
 #define GRU_CPU_INSTANTIATE_BACKWARD_RESET_BEFORE(T)                                         \
   namespace gru_cuda {                                                                       \
   namespace cpu {                                                                            \
+  namespace GRU_CPU_ISA_NS {                                                                 \
   template void backward_step_reset_before_candidate<T>(const BackwardStep<T>&, int, int);   \
   template void backward_step_reset_before_gates<T>(const BackwardStep<T>&, const T*, int);  \
   template void reset_state_rows<T>(int64_t, int64_t, const T*, int64_t, const T*, T*, int); \
+  }                                                                                          \
   }                                                                                          \
   }

@@ -2,6 +2,13 @@
 // over batch rows with a branch-free inner loop over units, templated on the activation pair
 // (A, R) so that the compiler vectorises it. The cell arithmetic is common/gru_cell.h; these
 // passes hold the loads, stores and masks.
+//
+// Included once per instruction-set variant (cpu_isa.h) with GRU_CPU_ISA_LEVEL set to 0
+// (baseline), 1 (AVX2 + FMA) or 2 (AVX-512): the passes are defined in that variant's namespace
+// under `#pragma GCC target`. Every other header is included before the pragma, so that no
+// inline function of ATen, the standard library or common/ is compiled for a wider instruction
+// set (the linker could pick such a copy for a baseline caller); the always-inline cell
+// arithmetic is still vectorised for the variant, as part of the pass it is inlined into.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -14,8 +21,23 @@
 #include "cpu/fast_math.h"
 #include "cpu/gru_cpu_steps.h"
 
+#if !defined(GRU_CPU_ISA_LEVEL) || GRU_CPU_ISA_LEVEL == 0
+#define GRU_CPU_ISA_NS isa_baseline
+#elif GRU_CPU_ISA_LEVEL == 1
+#define GRU_CPU_ISA_NS isa_avx2
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#elif GRU_CPU_ISA_LEVEL == 2
+#define GRU_CPU_ISA_NS isa_avx512
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
+#else
+#error "GRU_CPU_ISA_LEVEL must be 0, 1 or 2"
+#endif
+
 namespace gru_cuda {
 namespace cpu {
+namespace GRU_CPU_ISA_NS {
 
 // float uses the vectorisable exp/tanh; double keeps libm.
 template <typename T>
@@ -44,11 +66,11 @@ inline void for_each_row(int64_t B, int64_t H, F&& f) {
 // so a NaN elsewhere cannot leak into the row.
 template <typename T>
 inline void carry_masked_row(const ForwardStep<T>& p, int64_t b) {
-  const int64_t o = b * p.H;
+  const int64_t o = b * p.H, oo = b * p.out_row;
   const bool zero = p.zero_out || p.prev_out == nullptr;
   for (int64_t j = 0; j < p.H; ++j) {
     p.state[o + j] = p.h[o + j];
-    p.out[o + j] = zero ? T(0) : p.prev_out[o + j];
+    p.out[oo + j] = zero ? T(0) : p.prev_out[oo + j];
   }
 }
 
@@ -57,8 +79,9 @@ inline bool row_valid(const bool* valid, int64_t b) {
   return valid == nullptr || valid[b];
 }
 
-// reset_after=True: the whole step of one row in one pass.
-template <typename T, int A, int R>
+// reset_after=True: the whole step of one row in one pass. Save: write the workspace row (the
+// saved tensor of the backward pass); inference skips those four stores per unit.
+template <typename T, int A, int R, bool Save>
 inline void forward_reset_after_row(int64_t H, const T* __restrict__ gx, const T* __restrict__ gz,
                                     const T* __restrict__ gr, const T* __restrict__ gh,
                                     const T* __restrict__ bh, const T* __restrict__ h,
@@ -68,10 +91,12 @@ inline void forward_reset_after_row(int64_t H, const T* __restrict__ gx, const T
     const T a_r = gx[H + j] + gr[j] + bh[H + j];
     const T gh_h = gh[j] + bh[2 * H + j];
     const auto y = cell::forward_reset_after(Pair<A, R, T>{}, a_z, a_r, gx[2 * H + j], gh_h, h[j]);
-    ws[j] = a_z;
-    ws[H + j] = a_r;
-    ws[2 * H + j] = y.a_h;
-    ws[3 * H + j] = gh_h;
+    if constexpr (Save) {
+      ws[j] = a_z;
+      ws[H + j] = a_r;
+      ws[2 * H + j] = y.a_h;
+      ws[3 * H + j] = gh_h;
+    }
     state[j] = y.h_new;
     out[j] = y.h_new;
   }
@@ -82,9 +107,15 @@ void forward_reset_after(const ForwardStep<T>& p) {
   const int64_t H = p.H;
   for_each_row(p.B, H, [&](int64_t b) {
     const int64_t o = b * H;
-    forward_reset_after_row<T, A, R>(H, p.gx + b * 3 * H, &p.gh.at(b, 0, 0), &p.gh.at(b, 1, 0),
-                                          &p.gh.at(b, 2, 0), p.bh, p.h + o, p.ws + b * p.ws_width,
-                                          p.state + o, p.out + o);
+    const T *gx = p.gx + b * p.gx_row, *gz = &p.gh.at(b, 0, 0), *gr = &p.gh.at(b, 1, 0),
+            *gh = &p.gh.at(b, 2, 0);
+    if (p.ws != nullptr)
+      forward_reset_after_row<T, A, R, true>(H, gx, gz, gr, gh, p.bh, p.h + o,
+                                             p.ws + b * p.ws_width, p.state + o,
+                                             p.out + b * p.out_row);
+    else
+      forward_reset_after_row<T, A, R, false>(H, gx, gz, gr, gh, p.bh, p.h + o, nullptr,
+                                              p.state + o, p.out + b * p.out_row);
     if (!row_valid<T>(p.valid, b)) carry_masked_row(p, b);
   });
 }
@@ -109,7 +140,7 @@ void forward_reset_before_gates(const ForwardStep<T>& p, const T* ones) {
   const int64_t H = p.H;
   for_each_row(p.B, H, [&](int64_t b) {
     const int64_t o = b * H;
-    forward_reset_before_gates_row<T, R>(H, p.gx + b * 3 * H, &p.gh.at(b, 0, 0),
+    forward_reset_before_gates_row<T, R>(H, p.gx + b * p.gx_row, &p.gh.at(b, 0, 0),
                                             &p.gh.at(b, 1, 0), p.h + o, p.q_h ? p.q_h + o : ones,
                                             p.ws + b * p.ws_width, p.rh + o);
   });
@@ -135,8 +166,9 @@ void forward_reset_before_candidate(const ForwardStep<T>& p) {
   const int64_t H = p.H;
   for_each_row(p.B, H, [&](int64_t b) {
     const int64_t o = b * H;
-    forward_reset_before_candidate_row<T, A, R>(H, p.gx + b * 3 * H, p.ghh + o, p.h + o,
-                                                     p.ws + b * p.ws_width, p.state + o, p.out + o);
+    forward_reset_before_candidate_row<T, A, R>(H, p.gx + b * p.gx_row, p.ghh + o, p.h + o,
+                                                p.ws + b * p.ws_width, p.state + o,
+                                                p.out + b * p.out_row);
     if (!row_valid<T>(p.valid, b)) carry_masked_row(p, b);
   });
 }
@@ -251,5 +283,10 @@ void reset_state_all(int64_t rows, int64_t H, const T* ws, int64_t ws_width, con
   });
 }
 
+}  // namespace GRU_CPU_ISA_NS
 }  // namespace cpu
 }  // namespace gru_cuda
+
+#if defined(GRU_CPU_ISA_LEVEL) && GRU_CPU_ISA_LEVEL != 0
+#pragma GCC pop_options
+#endif

@@ -37,7 +37,8 @@ def gru_bidirectional_forward(
     out_b, final_b, _, _ = ops.gru_forward(
         x, kernel_b, recurrent_kernel_b, bias_b, h0_b, mask, None, None, reset_after,
         activation, recurrent_activation, True, zero_output_for_mask_b, False)
-    return out_f, final_f, out_b, final_b
+    # A batch-major x gives batch-major outputs on the CPU; the fake below promises contiguous.
+    return out_f.contiguous(), final_f, out_b.contiguous(), final_b
 
 
 @gru_bidirectional_forward.register_fake

@@ -1,0 +1,7 @@
+// Backward passes, reset_after=False (candidate, gates, r * hd_h for dU_h), dtype float, every activation pair,
+// the AVX-512 variant (cpu_isa.h).
+// One pass family, dtype and variant per translation unit, so that they compile in parallel.
+#define GRU_CPU_ISA_LEVEL 2
+#include "cpu/gru_cpu_steps_impl.h"
+
+GRU_CPU_INSTANTIATE_BACKWARD_RESET_BEFORE(float)
