@@ -25,6 +25,21 @@ inline emu_pk::ps::Problem problem_of(const Case& c, bool rdm, bool backward,
   return pr;
 }
 
+// The fields both directions' parameters take from the case; `counter` (zeroed, outliving the
+// launch) is the grid path's barrier.
+template <class Params>
+void set_cell(Params& p, const Case& c, unsigned long long* counter) {
+  p.steps = c.T;
+  p.B = c.B;
+  p.H = c.H;
+  p.barrier = counter;
+  p.activation = c.activation;
+  p.recurrent_activation = c.recurrent_activation;
+  p.reset_after = c.reset_after;
+  p.go_backwards = c.go_backwards;
+  p.zero_output_for_mask = c.zero_output_for_mask;
+}
+
 template <typename T>
 emu_pk::ps::DType dtype_of() {
   if constexpr (std::is_same_v<T, __half>) return emu_pk::ps::DType::kFloat16;
@@ -44,9 +59,6 @@ std::string forward(const Case& c, uintptr_t gx, uintptr_t U, uintptr_t bh, uint
     return info;
   }
   emu_pk::kn::PersistentForwardParams<T> p;
-  p.steps = c.T;
-  p.B = c.B;
-  p.H = c.H;
   p.gx = at<T>(gx);
   p.U = at<T>(U);
   p.recurrent_bias = at<T>(bh);
@@ -61,12 +73,7 @@ std::string forward(const Case& c, uintptr_t gx, uintptr_t U, uintptr_t bh, uint
   p.ws_scratch = at<T>(ws_scratch);
   p.rh = at<T>(rh);
   unsigned long long counter = 0;
-  p.barrier = &counter;
-  p.activation = c.activation;
-  p.recurrent_activation = c.recurrent_activation;
-  p.reset_after = c.reset_after;
-  p.go_backwards = c.go_backwards;
-  p.zero_output_for_mask = c.zero_output_for_mask;
+  set_cell(p, c, &counter);
   emu_pk::forward(p, geo);
   return info;
 }
@@ -83,9 +90,6 @@ std::string backward(const Case& c, uintptr_t dY, uintptr_t dS, uintptr_t U, uin
     return info;
   }
   emu_pk::kn::PersistentBackwardParams<T> p;
-  p.steps = c.T;
-  p.B = c.B;
-  p.H = c.H;
   p.grad_outputs = at<T>(dY);
   p.grad_final_state = at<T>(dS);
   p.U = at<T>(U);
@@ -100,12 +104,7 @@ std::string backward(const Case& c, uintptr_t dY, uintptr_t dS, uintptr_t U, uin
   p.dh_part = at<float>(dh_part);
   p.dcarry = at<float>(dcarry);
   unsigned long long counter = 0;
-  p.barrier = &counter;
-  p.activation = c.activation;
-  p.recurrent_activation = c.recurrent_activation;
-  p.reset_after = c.reset_after;
-  p.go_backwards = c.go_backwards;
-  p.zero_output_for_mask = c.zero_output_for_mask;
+  set_cell(p, c, &counter);
   emu_pk::backward(p, geo);
   return info;
 }
