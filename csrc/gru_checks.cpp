@@ -21,6 +21,12 @@ void check_shape(const at::Tensor& t, at::IntArrayRef expected, const char* name
 
 }  // namespace
 
+at::ScalarType saved_dtype(const at::Tensor& x) {
+  const at::ScalarType t = x.scalar_type();
+  const bool reduced = t == at::kBFloat16 || t == at::kHalf;
+  return reduced && x.device().is_cpu() ? at::kFloat : t;
+}
+
 GruSizes check_forward_args(const at::Tensor& x, const at::Tensor& kernel,
                             const at::Tensor& recurrent_kernel,
                             const std::optional<at::Tensor>& bias, const at::Tensor& h0,
@@ -85,9 +91,18 @@ void check_backward_args(const GruSizes& s, const at::Tensor& grad_outputs,
   check_shape(grad_outputs, {s.T, s.B, s.H}, "grad_outputs");
   check_same(x, grad_final_state, "grad_final_state");
   check_shape(grad_final_state, {s.B, s.H}, "grad_final_state");
-  check_same(x, states, "states");
+  // The CPU op saves states and workspace of bfloat16/float16 inputs in float32, the dtype it
+  // computes them in (saved_dtype); the CUDA kernels save them in x's dtype.
+  const at::ScalarType saved = saved_dtype(x);
+  for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{states, "states"},
+                                {workspace, "workspace"}}) {
+    TORCH_CHECK_TYPE(t.scalar_type() == saved, "gru: ", name, " must have dtype ", saved,
+                     " (as gru_forward saves it for x of dtype ", x.scalar_type(), "), got ",
+                     t.scalar_type());
+    TORCH_CHECK_VALUE(t.device() == x.device(), "gru: ", name, " must be on device ", x.device(),
+                      " (the device of x), got ", t.device());
+  }
   check_shape(states, {s.T, s.B, s.H}, "states (saved by gru_forward with save_for_backward)");
-  check_same(x, workspace, "workspace");
   check_shape(workspace, {s.T, s.B, (reset_after ? 4 : 3) * s.H},
               "workspace (saved by gru_forward with save_for_backward)");
 }

@@ -32,10 +32,11 @@
 // gru_backward(grad_outputs, grad_final_state, x, kernel, recurrent_kernel, h0, states,
 //              workspace, mask, input_dropout_mask, recurrent_dropout_mask, has_bias,
 //              reset_after, activation, recurrent_activation, go_backwards,
-//              zero_output_for_mask)
+//              zero_output_for_mask, need_grad_x=True)
 //     -> (grad_x, grad_kernel, grad_recurrent_kernel, grad_bias, grad_h0)
 //   grad_outputs (T, B, H), grad_final_state (B, H); the rest as saved by gru_forward.
-//   grad_bias has the bias shape, or is empty (0,) when has_bias is false.
+//   grad_bias has the bias shape, or is empty (0,) when has_bias is false; grad_x is empty (0,)
+//   when need_grad_x is false (x is data, as in a training step: its product is skipped).
 #include <torch/extension.h>
 #include <torch/library.h>
 
@@ -43,6 +44,7 @@
 #include <vector>
 
 #include "common/activations.h"
+#include "cpu/cpu_blas.h"
 #include "cpu/cpu_isa.h"
 #include "gru_persistent_pybind.h"
 
@@ -65,7 +67,7 @@ TORCH_LIBRARY(gru_cuda, m) {
       "Tensor recurrent_kernel, Tensor h0, Tensor states, Tensor workspace, Tensor? mask, "
       "Tensor? input_dropout_mask, Tensor? recurrent_dropout_mask, bool has_bias, "
       "bool reset_after, int activation, int recurrent_activation, bool go_backwards, "
-      "bool zero_output_for_mask) "
+      "bool zero_output_for_mask, bool need_grad_x=True) "
       "-> (Tensor grad_x, Tensor grad_kernel, Tensor grad_recurrent_kernel, Tensor grad_bias, "
       "Tensor grad_h0)");
 }
@@ -105,6 +107,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(the best this CPU runs, or GRU_CUDA_CPU_ISA).");
   m.def("cpu_isa_supported", &gru_cuda::cpu::cpu_isa_names_supported,
         "Instruction-set variants of the CPU passes that this CPU runs, lowest first.");
+  m.def("cpu_blas", [] { return std::string(gru_cuda::cpu::cpu_blas_name()); },
+        "Products of the CPU recurrences: 'mkl' (raw single-threaded GEMMs, batch rows split "
+        "across threads) or 'aten' (whole-batch at::mm; no MKL, or GRU_CUDA_CPU_BLAS=aten).");
   gru_cuda::persistent::register_pybind(m);  // kernel paths, forced path, capacity model
 #ifdef GRU_CUDA_WITH_CUDA
   m.def("cuda_device_capacity", &gru_cuda::cuda_device_capacity, pybind11::arg("device"),

@@ -65,6 +65,14 @@ def _cpu_batch_major(x) -> bool:
             and x.transpose(0, 1).is_contiguous())
 
 
+def _saved_dtype(x) -> torch.dtype:
+    """The dtype of the saved states and workspace (saved_dtype in csrc/gru_checks.h): the CPU op
+    keeps bfloat16/float16 inputs' in float32, the dtype it computes them in."""
+    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return x.dtype
+
+
 @torch.library.register_fake("gru_cuda::gru_forward")
 def _gru_forward_fake(x, kernel, recurrent_kernel, bias, h0, mask, input_dropout_mask,
                       recurrent_dropout_mask, reset_after, activation, recurrent_activation,
@@ -78,12 +86,13 @@ def _gru_forward_fake(x, kernel, recurrent_kernel, bias, h0, mask, input_dropout
     else:
         outputs = x.new_empty((T, B, H))
     final_state = x.new_empty((B, H))
+    saved = _saved_dtype(x)
     if save_for_backward:
-        states = x.new_empty((T, B, H))
-        workspace = x.new_empty((T, B, _workspace_width(reset_after, H)))
+        states = x.new_empty((T, B, H), dtype=saved)
+        workspace = x.new_empty((T, B, _workspace_width(reset_after, H)), dtype=saved)
     else:
-        states = x.new_empty((0,))
-        workspace = x.new_empty((0,))
+        states = x.new_empty((0,), dtype=saved)
+        workspace = x.new_empty((0,), dtype=saved)
     return outputs, final_state, states, workspace
 
 
@@ -91,7 +100,7 @@ def _gru_forward_fake(x, kernel, recurrent_kernel, bias, h0, mask, input_dropout
 def _gru_backward_fake(grad_outputs, grad_final_state, x, kernel, recurrent_kernel, h0, states,
                        workspace, mask, input_dropout_mask, recurrent_dropout_mask, has_bias,
                        reset_after, activation, recurrent_activation, go_backwards,
-                       zero_output_for_mask):
+                       zero_output_for_mask, need_grad_x=True):
     _check_forward_fake(x, kernel, recurrent_kernel, None, h0, mask, input_dropout_mask,
                         recurrent_dropout_mask, reset_after, activation, recurrent_activation)
     T, B, _ = x.shape
@@ -99,14 +108,18 @@ def _gru_backward_fake(grad_outputs, grad_final_state, x, kernel, recurrent_kern
     _check_like_x(x, [
         ("grad_outputs", grad_outputs, (T, B, H), True),
         ("grad_final_state", grad_final_state, (B, H), True),
-        ("states", states, (T, B, H), True),
-        ("workspace", workspace, (T, B, _workspace_width(reset_after, H)), True),
+        ("states", states, (T, B, H), False),
+        ("workspace", workspace, (T, B, _workspace_width(reset_after, H)), False),
     ])
+    for name, t in (("states", states), ("workspace", workspace)):
+        if t.dtype != _saved_dtype(x):
+            raise TypeError(f"gru: {name} must have dtype {_saved_dtype(x)} (as gru_forward saves "
+                            f"it for x of dtype {x.dtype}), got {t.dtype}")
     if has_bias:
         grad_bias = x.new_empty((2, 3 * H) if reset_after else (3 * H,))
     else:
         grad_bias = x.new_empty((0,))
-    return (x.new_empty(x.shape), kernel.new_empty(kernel.shape),
+    return (x.new_empty(x.shape if need_grad_x else (0,)), kernel.new_empty(kernel.shape),
             recurrent_kernel.new_empty(recurrent_kernel.shape), grad_bias, h0.new_empty(h0.shape))
 
 
@@ -116,6 +129,8 @@ def _setup_context(ctx, inputs, output):
      save_for_backward) = inputs
     _, _, states, workspace = output
     ctx.mark_non_differentiable(states, workspace)
+    # No zero-filled gradients for the saved tensors (or an unused output): _backward takes None.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(x, kernel, recurrent_kernel, h0, states, workspace, mask,
                           input_dropout_mask, recurrent_dropout_mask)
     ctx.saved_all = bool(save_for_backward)
@@ -140,7 +155,9 @@ def _backward(ctx, grad_outputs, grad_final_state, _grad_states, _grad_workspace
     grad_x, grad_kernel, grad_recurrent, grad_bias, grad_h0 = gru_backward(
         grad_outputs, grad_final_state, x, kernel, recurrent_kernel, h0, states, workspace, mask,
         input_dropout_mask, recurrent_dropout_mask, has_bias, reset_after, activation,
-        recurrent_activation, go_backwards, zero_out)
+        recurrent_activation, go_backwards, zero_out, ctx.needs_input_grad[0])
+    if not ctx.needs_input_grad[0]:  # x is data: the op skipped its product
+        grad_x = None
     return (grad_x, grad_kernel, grad_recurrent, grad_bias if has_bias else None, grad_h0,
             None, None, None, None, None, None, None, None, None)
 

@@ -8,7 +8,9 @@
 #include <optional>
 #include <tuple>
 
+#include "cpu/cpu_blas.h"
 #include "cpu/gru_cpu_ops.h"
+#include "cpu/gru_cpu_rows.h"
 #include "cpu/gru_cpu_steps.h"
 #include "gru_checks.h"
 
@@ -23,7 +25,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
     const Tensor& kernel_in, const Tensor& rk_in, const Tensor& h0_in, const Tensor& states_in,
     const Tensor& ws_in, const OptTensor& mask_in, const OptTensor& idm_in,
     const OptTensor& rdm_in, bool has_bias, bool reset_after, int64_t activation,
-    int64_t recurrent_activation, bool go_backwards, bool zero_output_for_mask) {
+    int64_t recurrent_activation, bool go_backwards, bool zero_output_for_mask, bool need_grad_x) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const GruSizes s = check_forward_args(x_in, kernel_in, rk_in, std::nullopt, h0_in, mask_in,
                                         idm_in, rdm_in, reset_after, activation,
@@ -48,76 +50,87 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
   Tensor dh = prepared(grad_final_in, ct).clone();
   Tensor dcarry = at::zeros({B, H}, opts);
   // dgx in input-time order (aligned with x); dgh in processing order (aligned with states).
-  // For reset_after=False they are equal, so only dgx exists.
+  // For reset_after=False they are equal, so only dgx exists. Every buffer is whole-batch; a
+  // block of rows touches only its own rows of each.
   Tensor dgx = at::empty({T, B, 3 * H}, opts);
   Tensor dgh = reset_after ? at::empty({T, B, 3 * H}, opts) : Tensor();
   Tensor drh = reset_after ? Tensor() : at::empty({B, H}, opts);
   Tensor tmp = rdm.has_value() ? at::empty({B, H}, opts) : Tensor();
   const Tensor ones = at::ones({B, H}, opts);
-  const Tensor Ut = U.t();
-  const auto lo = opts.dtype(at::kBFloat16);
-  const Tensor Ut_lo = bf16_rec ? prepared(rk_in, at::kBFloat16).t() : Tensor();
-  Tensor d_lo = bf16_rec ? at::empty({B, 3 * H}, lo) : Tensor();
-  Tensor dr_lo = bf16_rec ? at::empty({B, H}, lo) : Tensor();
-  // d[:, g0 H : g1 H] @ Ut[g0 H : g1 H] in bfloat16, through d_lo; the result is dr_lo.
-  auto product_lo = [&](const Tensor& d, int64_t g0, int64_t g1) -> const Tensor& {
-    Tensor dl = d_lo.narrow(1, g0 * H, (g1 - g0) * H);
-    dl.copy_(d.narrow(1, g0 * H, (g1 - g0) * H));
-    at::mm_out(dr_lo, dl, Ut_lo.narrow(0, g0 * H, (g1 - g0) * H));
-    return dr_lo;
-  };
+  // U^T (3H, H): the products back through the recurrent kernel take a gate's rows of it.
+  const Tensor Ut = U.t().contiguous();
+  const Tensor Ut_lo = bf16_rec ? prepared(rk_in, at::kBFloat16).t().contiguous() : Tensor();
+  // bfloat16 staging of the products' left operands and results (gru_cpu_rows.h).
+  Tensor d_lo = bf16_rec ? at::empty({B, 3 * H}, opts.dtype(at::kBFloat16)) : Tensor();
+  Tensor dr_lo = bf16_rec ? at::empty({B, 3 * H}, opts.dtype(at::kBFloat16)) : Tensor();
   const int act = static_cast<int>(activation), ract = static_cast<int>(recurrent_activation);
   const Isa isa = cpu_isa();
 
-  // dh += sum over gates g in [g0, g1) of q_g * (d_g U_g^T), d = (B, 3H) block of this step.
-  auto add_recurrent_grad = [&](const Tensor& d, int64_t g0, int64_t g1) {
-    if (bf16_rec) {
-      dh.add_(product_lo(d, g0, g1));
-      return;
-    }
-    if (!rdm.has_value()) {
-      dh.addmm_(d.narrow(1, g0 * H, (g1 - g0) * H), Ut.narrow(0, g0 * H, (g1 - g0) * H));
-      return;
-    }
-    for (int64_t g = g0; g < g1; ++g) {
-      at::mm_out(tmp, d.narrow(1, g * H, H), Ut.narrow(0, g * H, H));
-      dh.addcmul_(tmp, (*rdm)[g]);
-    }
-  };
-
   AT_DISPATCH_FLOATING_TYPES(ct, "gru_backward_cpu", [&] {
     using T_ = scalar_t;
-    BackwardStep<T_> p{};
-    p.B = B;
-    p.H = H;
-    p.dh = dh.data_ptr<T_>();
-    p.dcarry = dcarry.data_ptr<T_>();
-    p.q_h = rdm.has_value() ? (*rdm)[2].data_ptr<T_>() : nullptr;
-    p.ws_width = ws_width;
-    p.zero_out = zero_output_for_mask;
-    p.isa = isa;
-    if (!reset_after) p.drh = drh.data_ptr<T_>();
-    for (int64_t step = T - 1; step >= 0; --step) {
-      const int64_t t = go_backwards ? T - 1 - step : step;
-      p.dy = dY[step].data_ptr<T_>();
-      p.h = (step > 0 ? states[step - 1] : h0).data_ptr<T_>();
-      p.ws = ws[step].data_ptr<T_>();
-      p.valid = mask.has_value() ? (*mask)[t].data_ptr<bool>() : nullptr;
-      p.dgx = dgx[t].data_ptr<T_>();
-      if (reset_after) {
-        p.dgh = dgh[step].data_ptr<T_>();
-        backward_step_reset_after(p, act, ract);
-        add_recurrent_grad(dgh[step], 0, 3);
-      } else {
-        backward_step_reset_before_candidate(p, act, ract);
-        if (bf16_rec)
-          drh.copy_(product_lo(dgx[t], 2, 3));
-        else
-          at::mm_out(drh, dgx[t].narrow(1, 2 * H, H), Ut.narrow(0, 2 * H, H));
-        backward_step_reset_before_gates(p, ones.data_ptr<T_>(), ract);
-        add_recurrent_grad(dgx[t], 0, 2);
+    // d (R, gates of 3H) . U^T[gate rows]; in bfloat16 through Ut_lo, d_lo and dr_lo.
+    const RowProducts<T_> products(Ut.data_ptr<T_>(), H,
+                                   bf16_rec ? Ut_lo.data_ptr<at::BFloat16>() : nullptr,
+                                   bf16_rec ? d_lo.data_ptr<at::BFloat16>() : nullptr,
+                                   bf16_rec ? dr_lo.data_ptr<at::BFloat16>() : nullptr, 3 * H,
+                                   opts);
+    const T_* const dY0 = dY.data_ptr<T_>();
+    const T_* const st0 = states.data_ptr<T_>();
+    const T_* const ws0 = ws.data_ptr<T_>();
+    T_* const dgx0 = dgx.data_ptr<T_>();
+    T_* const dgh0 = reset_after ? dgh.data_ptr<T_>() : nullptr;
+    const T_* const rdm0 = rdm.has_value() ? rdm->data_ptr<T_>() : nullptr;
+    const bool* const mask0 = mask.has_value() ? mask->data_ptr<bool>() : nullptr;
+    const int64_t BH = B * H;
+
+    // The reverse recurrence of batch rows [b0, b1), as the forward's (gru_cpu_rows.h).
+    auto run_rows = [&](int64_t b0, int64_t b1) {
+      const int64_t R = b1 - b0;
+      T_* const dh_r = dh.data_ptr<T_>() + b0 * H;
+      BackwardStep<T_> p{};
+      p.B = R;
+      p.H = H;
+      p.dh = dh_r;
+      p.dcarry = dcarry.data_ptr<T_>() + b0 * H;
+      p.q_h = rdm0 != nullptr ? rdm0 + 2 * BH + b0 * H : nullptr;
+      p.ws_width = ws_width;
+      p.zero_out = zero_output_for_mask;
+      p.isa = isa;
+      T_* const drh_r = reset_after ? nullptr : drh.data_ptr<T_>() + b0 * H;
+      p.drh = drh_r;
+      // dh += sum over gates g in [g0, g1) of q_g * (d_g U_g^T); d: this step's (R, 3H) rows.
+      auto add_recurrent_grad = [&](const T_* d, int64_t g0, int64_t g1) {
+        if (rdm0 == nullptr) {
+          products.run(R, (g1 - g0) * H, H, g0 * H * H, d + g0 * H, 3 * H, b0, dh_r, H, 1.f);
+          return;
+        }
+        T_* const tmp_r = tmp.data_ptr<T_>() + b0 * H;
+        for (int64_t g = g0; g < g1; ++g) {
+          products.f32(R, H, H, g * H * H, d + g * H, 3 * H, tmp_r, H);
+          const T_* q = rdm0 + g * BH + b0 * H;
+          for (int64_t i = 0; i < R * H; ++i) dh_r[i] += tmp_r[i] * q[i];
+        }
+      };
+      for (int64_t step = T - 1; step >= 0; --step) {
+        const int64_t t = go_backwards ? T - 1 - step : step;
+        p.dy = dY0 + step * BH + b0 * H;
+        p.h = (step > 0 ? st0 + (step - 1) * BH : h0.data_ptr<T_>()) + b0 * H;
+        p.ws = ws0 + (step * B + b0) * ws_width;
+        p.valid = mask0 != nullptr ? mask0 + t * B + b0 : nullptr;
+        p.dgx = dgx0 + (t * B + b0) * 3 * H;
+        if (reset_after) {
+          p.dgh = dgh0 + (step * B + b0) * 3 * H;
+          backward_step_reset_after(p, act, ract);
+          add_recurrent_grad(p.dgh, 0, 3);
+        } else {
+          backward_step_reset_before_candidate(p, act, ract);
+          products.run(R, H, H, 2 * H * H, p.dgx + 2 * H, 3 * H, b0, drh_r, H);
+          backward_step_reset_before_gates(p, ones.data_ptr<T_>() + b0 * H, ract);
+          add_recurrent_grad(p.dgx, 0, 2);
+        }
       }
-    }
+    };
+    for_each_row_block(B, products.raw(), run_rows);
   });
 
   // Weight gradients as single GEMMs over all T*B rows.
@@ -125,23 +138,25 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
   const Tensor dgx2 = dgx.view({T * B, 3 * H});
   Tensor grad_x, grad_kernel;
   if (idm.has_value() && idm->dim() == 3) {
-    grad_x = at::zeros({T, B, F}, opts);
+    grad_x = need_grad_x ? at::zeros({T, B, F}, opts) : Tensor();
     grad_kernel = at::empty({F, 3 * H}, opts);
     for (int64_t g = 0; g < 3; ++g) {
       const Tensor m = (*idm)[g];
       const Tensor xg = (x * m).view({T * B, F});
       const Tensor d = dgx2.narrow(1, g * H, H);
       grad_kernel.narrow(1, g * H, H).copy_(at::mm(xg.t(), d));
-      grad_x.addcmul_(at::mm(d, W.narrow(1, g * H, H).t()).view({T, B, F}), m);
+      if (need_grad_x)
+        grad_x.addcmul_(at::mm(d, W.narrow(1, g * H, H).t()).view({T, B, F}), m);
     }
   } else if (idm.has_value()) {
     grad_kernel = at::mm((x * *idm).view({T * B, F}).t(), dgx2);
-    grad_x = at::mm(dgx2, W.t()).view({T, B, F}).mul_(*idm);
+    if (need_grad_x) grad_x = at::mm(dgx2, W.t()).view({T, B, F}).mul_(*idm);
   } else {
     const Tensor d = bf16_w ? dgx2.to(at::kBFloat16) : dgx2;
     grad_kernel = at::mm(x2.t(), d);
-    grad_x = at::mm(d, W.t()).view({T, B, F});
+    if (need_grad_x) grad_x = at::mm(d, W.t()).view({T, B, F});
   }
+  if (!need_grad_x) grad_x = at::empty({0}, opts);
 
   // h_{s-1} for every step s, in processing order.
   Tensor hprev = T > 0 ? at::cat({h0.unsqueeze(0), states.narrow(0, 0, T - 1)}, 0)

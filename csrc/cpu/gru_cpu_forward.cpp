@@ -8,7 +8,9 @@
 #include <optional>
 #include <tuple>
 
+#include "cpu/cpu_blas.h"
 #include "cpu/gru_cpu_ops.h"
+#include "cpu/gru_cpu_rows.h"
 #include "cpu/gru_cpu_steps.h"
 #include "gru_checks.h"
 
@@ -98,86 +100,92 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
                                 : proj.view({T, B, 3 * H});
 
   const bool per_gate_rec = rdm.has_value();
-  // Recurrent products: (B, 3H) from one GEMM, or (3, B, H) from per-gate GEMMs.
+  // Recurrent products: (B, 3H) from one GEMM, or (3, B, H) from per-gate GEMMs. Every buffer
+  // below is whole-batch; a block of rows touches only its own rows of each.
   Tensor gh = per_gate_rec ? at::empty({3, B, H}, opts) : at::empty({B, 3 * H}, opts);
   Tensor hd = per_gate_rec ? at::empty({3, B, H}, opts) : Tensor();
   Tensor rh = reset_after ? Tensor() : at::empty({B, H}, opts);
   Tensor ghh = reset_after ? Tensor() : at::empty({B, H}, opts);
-  const Tensor U_h = U.narrow(1, 2 * H, H);
-  // out = in @ w; with bf16_rec in bfloat16, through the preallocated h_lo and out_lo buffers.
   const Tensor U_lo = bf16_rec ? prepared(rk_in, at::kBFloat16) : Tensor();
-  const auto lo = opts.dtype(at::kBFloat16);
-  Tensor h_lo = bf16_rec ? at::empty({B, H}, lo) : Tensor();
-  Tensor gh_lo = bf16_rec ? at::empty({B, 3 * H}, lo) : Tensor();
-  Tensor ghh_lo = bf16_rec && !reset_after ? at::empty({B, H}, lo) : Tensor();
-  auto rec_mm = [&](Tensor out, const Tensor& in, const Tensor& w, const Tensor& w_lo,
-                    Tensor out_lo) {
-    if (!bf16_rec) {
-      at::mm_out(out, in, w);
-      return;
-    }
-    h_lo.copy_(in);
-    at::mm_out(out_lo, h_lo, w_lo);
-    out.copy_(out_lo);
-  };
+  // bfloat16 staging of the products' left operands and results (gru_cpu_rows.h).
+  Tensor h_lo = bf16_rec ? at::empty({B, 3 * H}, opts.dtype(at::kBFloat16)) : Tensor();
+  Tensor gh_lo = bf16_rec ? at::empty({B, 3 * H}, opts.dtype(at::kBFloat16)) : Tensor();
   const int n_gates_first = reset_after ? 3 : 2;
   const int act = static_cast<int>(activation), ract = static_cast<int>(recurrent_activation);
   const Isa isa = cpu_isa();
 
   AT_DISPATCH_FLOATING_TYPES(ct, "gru_forward_cpu", [&] {
     using T_ = scalar_t;
-    ForwardStep<T_> p{};
-    p.B = B;
-    p.H = H;
-    p.bh = b_h.data_ptr<T_>();
-    p.zero_out = zero_output_for_mask;
-    p.ws_width = ws_width;
-    p.isa = isa;
-    p.gx_row = gx.stride(1);
-    p.out_row = outputs.stride(1);
-    p.gh = per_gate_rec ? GateView<T_>{gh.data_ptr<T_>(), H, B * H}
-                        : GateView<T_>{gh.data_ptr<T_>(), 3 * H, H};
-    p.q_h = per_gate_rec ? (*rdm)[2].data_ptr<T_>() : nullptr;
-    if (!reset_after) {
-      p.rh = rh.data_ptr<T_>();
-      p.ghh = ghh.data_ptr<T_>();
-    }
-    Tensor h = h0;
-    for (int64_t step = 0; step < T; ++step) {
-      const int64_t t = go_backwards ? T - 1 - step : step;
-      // Recurrent GEMM(s) of the first phase.
-      if (per_gate_rec) {
-        for (int g = 0; g < n_gates_first; ++g) {
-          Tensor hd_g = hd[g], gh_g = gh[g];
-          at::mul_out(hd_g, h, (*rdm)[g]);
-          at::mm_out(gh_g, hd_g, U.narrow(1, g * H, H));
+    // h (R, H) . U[:, gate columns]; in bfloat16 through U_lo, h_lo and gh_lo.
+    const RowProducts<T_> products(U.data_ptr<T_>(), 3 * H,
+                                   bf16_rec ? U_lo.data_ptr<at::BFloat16>() : nullptr,
+                                   bf16_rec ? h_lo.data_ptr<at::BFloat16>() : nullptr,
+                                   bf16_rec ? gh_lo.data_ptr<at::BFloat16>() : nullptr, 3 * H,
+                                   opts);
+    T_* const gx0 = gx.data_ptr<T_>();
+    T_* const out0 = outputs.data_ptr<T_>();
+    T_* const st0 = states.data_ptr<T_>();
+    T_* const ws0 = ws.numel() > 0 ? ws.data_ptr<T_>() : nullptr;
+    const T_* const rdm0 = per_gate_rec ? rdm->data_ptr<T_>() : nullptr;
+    const bool* const mask0 = mask.has_value() ? mask->data_ptr<bool>() : nullptr;
+    const int64_t gx_t = gx.stride(0), out_t = outputs.stride(0), BH = B * H;
+
+    // The whole recurrence of batch rows [b0, b1): rows never read other rows, so blocks of
+    // rows run on separate threads with no barrier between steps (docs/cpu.md).
+    auto run_rows = [&](int64_t b0, int64_t b1) {
+      const int64_t R = b1 - b0;
+      ForwardStep<T_> p{};
+      p.B = R;
+      p.H = H;
+      p.bh = b_h.data_ptr<T_>();
+      p.zero_out = zero_output_for_mask;
+      p.ws_width = ws_width;
+      p.isa = isa;
+      p.gx_row = gx.stride(1);
+      p.out_row = outputs.stride(1);
+      T_* const gh_r = gh.data_ptr<T_>() + b0 * (per_gate_rec ? H : 3 * H);
+      p.gh = per_gate_rec ? GateView<T_>{gh_r, H, BH} : GateView<T_>{gh_r, 3 * H, H};
+      p.q_h = per_gate_rec ? rdm0 + 2 * BH + b0 * H : nullptr;
+      if (!reset_after) {
+        p.rh = rh.data_ptr<T_>() + b0 * H;
+        p.ghh = ghh.data_ptr<T_>() + b0 * H;
+      }
+      const T_* h = h0.data_ptr<T_>() + b0 * H;
+      for (int64_t step = 0; step < T; ++step) {
+        const int64_t t = go_backwards ? T - 1 - step : step;
+        // Recurrent product(s) of the first phase.
+        if (per_gate_rec) {
+          for (int g = 0; g < n_gates_first; ++g) {
+            T_* hd_g = hd.data_ptr<T_>() + g * BH + b0 * H;
+            const T_* q = rdm0 + g * BH + b0 * H;
+            for (int64_t i = 0; i < R * H; ++i) hd_g[i] = h[i] * q[i];
+            products.f32(R, H, H, g * H, hd_g, H, gh_r + g * BH, H);
+          }
+        } else {
+          products.run(R, H, n_gates_first * H, 0, h, H, b0, gh_r, 3 * H);
         }
-      } else if (reset_after) {
-        rec_mm(gh, h, U, U_lo, gh_lo);
-      } else {
-        rec_mm(gh.narrow(1, 0, 2 * H), h, U.narrow(1, 0, 2 * H),
-               bf16_rec ? U_lo.narrow(1, 0, 2 * H) : Tensor(),
-               bf16_rec ? gh_lo.narrow(1, 0, 2 * H) : Tensor());
+        const int64_t slot = save_for_backward ? step : step % 2;
+        T_* const state = st0 + slot * BH + b0 * H;
+        p.gx = gx0 + t * gx_t + b0 * p.gx_row;
+        p.h = h;
+        p.valid = mask0 != nullptr ? mask0 + t * B + b0 : nullptr;
+        p.prev_out = step > 0 ? out0 + (step - 1) * out_t + b0 * p.out_row : nullptr;
+        p.ws = save_for_backward ? ws0 + (step * B + b0) * ws_width
+               : reset_after     ? nullptr
+                                 : ws0 + b0 * ws_width;
+        p.state = state;
+        p.out = out0 + step * out_t + b0 * p.out_row;
+        if (reset_after) {
+          forward_step_reset_after(p, act, ract);
+        } else {
+          forward_step_reset_before_gates(p, ones.data_ptr<T_>() + b0 * H, ract);
+          products.run(R, H, H, 2 * H, p.rh, H, b0, ghh.data_ptr<T_>() + b0 * H, H);
+          forward_step_reset_before_candidate(p, act, ract);
+        }
+        h = state;
       }
-      Tensor state = save_for_backward ? states[step] : states[step % 2];
-      p.gx = gx[t].data_ptr<T_>();
-      p.h = h.data_ptr<T_>();
-      p.valid = mask.has_value() ? (*mask)[t].data_ptr<bool>() : nullptr;
-      p.prev_out = step > 0 ? outputs[step - 1].data_ptr<T_>() : nullptr;
-      p.ws = save_for_backward ? ws[step].data_ptr<T_>()
-             : reset_after     ? nullptr
-                               : ws[0].data_ptr<T_>();
-      p.state = state.data_ptr<T_>();
-      p.out = outputs[step].data_ptr<T_>();
-      if (reset_after) {
-        forward_step_reset_after(p, act, ract);
-      } else {
-        forward_step_reset_before_gates(p, ones.data_ptr<T_>(), ract);
-        rec_mm(ghh, rh, U_h, bf16_rec ? U_lo.narrow(1, 2 * H, H) : Tensor(), ghh_lo);
-        forward_step_reset_before_candidate(p, act, ract);
-      }
-      h = state;
-    }
+    };
+    for_each_row_block(B, products.raw(), run_rows);
   });
 
   Tensor final_state = T > 0 ? (save_for_backward ? states[T - 1] : states[(T - 1) % 2]).clone()
@@ -186,7 +194,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
     states = at::empty({0}, opts);
     ws = at::empty({0}, opts);
   }
-  return {outputs.to(out_type), final_state.to(out_type), states.to(out_type), ws.to(out_type)};
+  // states and workspace stay in the compute dtype (saved_dtype in gru_checks.h).
+  return {outputs.to(out_type), final_state.to(out_type), states, ws};
 }
 
 }  // namespace cpu

@@ -51,7 +51,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_backw
     const at::Tensor& states_in, const at::Tensor& ws_in, const std::optional<at::Tensor>& mask_in,
     const std::optional<at::Tensor>& idm_in, const std::optional<at::Tensor>& rdm_in,
     bool has_bias, bool reset_after, int64_t activation, int64_t recurrent_activation,
-    bool go_backwards, bool zero_output_for_mask);
+    bool go_backwards, bool zero_output_for_mask, bool need_grad_x);
 
 }  // namespace cpu
 }  // namespace gru_cuda

@@ -195,12 +195,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_impl(
     const Tensor& states, const Tensor& workspace, const std::optional<Tensor>& mask,
     const std::optional<Tensor>& input_dropout_mask,
     const std::optional<Tensor>& recurrent_dropout_mask, bool has_bias, bool reset_after,
-    int activation, int recurrent_activation, bool go_backwards, bool zero_output_for_mask) {
+    int activation, int recurrent_activation, bool go_backwards, bool zero_output_for_mask,
+    bool need_grad_x) {
   using Acc = kn::acc_t<T>;
   const int64_t T_ = sz.T, B = sz.B, F = sz.F, H = sz.H, BH = B * H, TB = sz.T * sz.B;
   const auto opts = x.options();
   const auto acc_opts = opts.dtype(std::is_same_v<T, double> ? at::kDouble : at::kFloat);
-  Tensor grad_x = at::empty({T_, B, F}, opts);
+  // Without need_grad_x (x is data) grad_x is empty and its products are skipped.
+  Tensor grad_x = need_grad_x ? at::empty({T_, B, F}, opts) : at::empty({0}, opts);
   Tensor grad_W = at::empty({F, 3 * H}, opts);
   Tensor grad_U = at::empty({H, 3 * H}, opts);
   Tensor grad_b = !has_bias     ? at::empty({0}, opts)
@@ -274,7 +276,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_impl(
   }
 
   // grad_kernel[:, g] = Σ (x ⊙ m_g)ᵀ dgx_g and grad_x = Σ_g (dgx_g W_gᵀ) ⊙ m_g.
-  const Tensor gx2 = grad_x.view({TB, F});
+  const Tensor gx2 = need_grad_x ? grad_x.view({TB, F}) : Tensor();
   if (!idm.defined() || idm.dim() == 2) {
     Tensor xin = xc;
     if (idm.defined()) {
@@ -285,13 +287,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_impl(
     if (reset_after) {
       mm_into(grad_W.narrow(1, 0, 2 * H), x_t, dG2.narrow(1, 0, 2 * H));
       mm_into(grad_W.narrow(1, 2 * H, H), x_t, aux2);
-      mm_into(gx2, dG2.narrow(1, 0, 2 * H), Wc.narrow(1, 0, 2 * H).t());
-      gx2.addmm_(aux2, Wc.narrow(1, 2 * H, H).t());
+      if (need_grad_x) {
+        mm_into(gx2, dG2.narrow(1, 0, 2 * H), Wc.narrow(1, 0, 2 * H).t());
+        gx2.addmm_(aux2, Wc.narrow(1, 2 * H, H).t());
+      }
     } else {
       mm_into(grad_W, x_t, dG2);
-      mm_into(gx2, dG2, Wc.t());
+      if (need_grad_x) mm_into(gx2, dG2, Wc.t());
     }
-    if (idm.defined()) apply_input_mask<T>(grad_x, grad_x, ptr<T>(idm), false, stream);
+    if (idm.defined() && need_grad_x)
+      apply_input_mask<T>(grad_x, grad_x, ptr<T>(idm), false, stream);
   } else {
     Tensor xd = at::empty_like(xc);
     Tensor tmp = at::empty_like(xc);
@@ -301,6 +306,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_impl(
       const T* m_g = ptr<T>(idm) + g * B * F;
       apply_input_mask<T>(xd, xc, m_g, false, stream);
       mm_into(grad_W.narrow(1, g * H, H), xd_t, dgx(g));
+      if (!need_grad_x) continue;
       mm_into(tmp2, dgx(g), Wc.narrow(1, g * H, H).t());
       apply_input_mask<T>(grad_x, tmp, m_g, g > 0, stream);
     }
@@ -361,7 +367,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cuda(
     const std::optional<Tensor>& input_dropout_mask,
     const std::optional<Tensor>& recurrent_dropout_mask, bool has_bias, bool reset_after,
     int64_t activation, int64_t recurrent_activation, bool go_backwards,
-    bool zero_output_for_mask) {
+    bool zero_output_for_mask, bool need_grad_x) {
   const GruSizes sz = check_forward_args(x, kernel, recurrent_kernel, std::nullopt, h0, mask,
                                          input_dropout_mask, recurrent_dropout_mask, reset_after,
                                          activation, recurrent_activation);
@@ -379,7 +385,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cuda(
                                   input_dropout_mask, recurrent_dropout_mask, has_bias,
                                   reset_after, static_cast<int>(activation),
                                   static_cast<int>(recurrent_activation), go_backwards,
-                                  zero_output_for_mask);
+                                  zero_output_for_mask, need_grad_x);
       });
   return result;
 }

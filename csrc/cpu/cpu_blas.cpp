@@ -1,0 +1,150 @@
+// Run-time lookup of MKL's GEMMs in the library that holds ATen (cpu_blas.h).
+#include "cpu/cpu_blas.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+#include <dlfcn.h>
+
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+
+namespace gru_cuda {
+namespace cpu {
+
+namespace {
+
+// MKL's LP64 interface (32-bit integers), as x86 builds of torch link it. The CBLAS enums are
+// ints: row-major 101, no transpose 111, transpose 112.
+using SgemmFn = void (*)(const char*, const char*, const int*, const int*, const int*,
+                         const float*, const float*, const int*, const float*, const int*,
+                         const float*, float*, const int*);
+using GemmBf16Fn = void (*)(int, int, int, int, int, int, float, const uint16_t*, int,
+                            const uint16_t*, int, float, float*, int);
+using SetThreadsLocalFn = int (*)(int);
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+
+struct Mkl {
+  SgemmFn sgemm = nullptr;
+  GemmBf16Fn gemm_bf16 = nullptr;
+  SetThreadsLocalFn set_threads_local = nullptr;
+};
+
+int as_int(int64_t v, const char* what) {
+  TORCH_CHECK(v >= 0 && v <= INT_MAX, "gru_cuda CPU GEMM: ", what, " = ", v,
+              " does not fit the BLAS's 32-bit sizes");
+  return static_cast<int>(v);
+}
+
+void sgemm_row(const Mkl& m, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A,
+               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+  const char ca = ta ? 'T' : 'N', cb = tb ? 'T' : 'N';
+  const int m_ = as_int(N, "N"), n_ = as_int(M, "M"), k_ = as_int(K, "K");
+  const int lda_ = as_int(lda, "lda"), ldb_ = as_int(ldb, "ldb"), ldc_ = as_int(ldc, "ldc");
+  const float one = 1.0f;
+  m.sgemm(&cb, &ca, &m_, &n_, &k_, &one, B, &ldb_, A, &lda_, &beta, C, &ldc_);
+}
+
+// The check product: small integers, exact in float32 and bfloat16, both operand orders.
+template <typename T, typename Gemm>
+bool check_product(Gemm&& gemm) {
+  constexpr int M = 3, N = 5, K = 4;
+  T a[M * K], b[K * N], bt[N * K];
+  for (int i = 0; i < M * K; ++i) a[i] = T(float(i % 7) - 3.0f);
+  for (int k = 0; k < K; ++k)
+    for (int n = 0; n < N; ++n) bt[n * K + k] = b[k * N + n] = T(float((k * N + n) % 5) - 2.0f);
+  for (bool tb : {false, true}) {
+    float c[M * N];
+    for (float& v : c) v = 1.0f;
+    gemm(false, tb, M, N, K, a, K, tb ? bt : b, tb ? K : N, 1.0f, c, N);
+    for (int i = 0; i < M; ++i)
+      for (int n = 0; n < N; ++n) {
+        float want = 1.0f;
+        for (int k = 0; k < K; ++k) want += float(a[i * K + k]) * float(b[k * N + n]);
+        if (c[i * N + n] != want) return false;
+      }
+  }
+  return true;
+}
+
+const Mkl& mkl() {
+  static const Mkl found = [] {
+    Mkl m;
+    // The library that defines ATen's parallel API also holds the BLAS it was linked with.
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void*>(&at::get_num_threads), &info) == 0 ||
+        info.dli_fname == nullptr)
+      return m;
+    void* lib = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    if (lib == nullptr) return m;
+    // MKL's own entry points (not a generic sgemm_, whose integer width is not known).
+    if (dlsym(lib, "mkl_get_max_threads") == nullptr) return m;
+    m.sgemm = reinterpret_cast<SgemmFn>(dlsym(lib, "sgemm_"));
+    m.gemm_bf16 = reinterpret_cast<GemmBf16Fn>(dlsym(lib, "cblas_gemm_bf16bf16f32"));
+    // The C entry point (by value); the lower-case name is the Fortran one (by pointer).
+    m.set_threads_local =
+        reinterpret_cast<SetThreadsLocalFn>(dlsym(lib, "MKL_Set_Num_Threads_Local"));
+    if (m.sgemm != nullptr &&
+        !check_product<float>([&](auto... args) { sgemm_row(m, args...); }))
+      m.sgemm = nullptr;
+    if (m.gemm_bf16 != nullptr &&
+        !check_product<c10::BFloat16>([&](bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                                          const c10::BFloat16* A, int64_t lda,
+                                          const c10::BFloat16* B, int64_t ldb, float beta,
+                                          float* C, int64_t ldc) {
+          m.gemm_bf16(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, int(M), int(N),
+                      int(K), 1.0f, reinterpret_cast<const uint16_t*>(A), int(lda),
+                      reinterpret_cast<const uint16_t*>(B), int(ldb), beta, C, int(ldc));
+        }))
+      m.gemm_bf16 = nullptr;
+    return m;
+  }();
+  return found;
+}
+
+bool enabled() {
+  const char* env = std::getenv("GRU_CUDA_CPU_BLAS");
+  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0 ||
+      std::strcmp(env, "mkl") == 0)
+    return true;
+  TORCH_CHECK(std::strcmp(env, "aten") == 0,
+              "GRU_CUDA_CPU_BLAS must be one of auto, mkl, aten; got '", env, "'");
+  return false;
+}
+
+}  // namespace
+
+bool cpu_blas_available() { return enabled() && mkl().sgemm != nullptr; }
+
+bool cpu_blas_bf16_available() { return cpu_blas_available() && mkl().gemm_bf16 != nullptr; }
+
+const char* cpu_blas_name() { return cpu_blas_available() ? "mkl" : "aten"; }
+
+void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
+              int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  sgemm_row(mkl(), trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const c10::BFloat16* A,
+               int64_t lda, const c10::BFloat16* B, int64_t ldb, float beta, float* C,
+               int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  mkl().gemm_bf16(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans,
+                  as_int(M, "M"), as_int(N, "N"), as_int(K, "K"), 1.0f,
+                  reinterpret_cast<const uint16_t*>(A), as_int(lda, "lda"),
+                  reinterpret_cast<const uint16_t*>(B), as_int(ldb, "ldb"), beta, C,
+                  as_int(ldc, "ldc"));
+}
+
+CpuBlasSingleThread::CpuBlasSingleThread() {
+  if (mkl().set_threads_local != nullptr) previous_ = mkl().set_threads_local(1);
+}
+
+CpuBlasSingleThread::~CpuBlasSingleThread() {
+  if (mkl().set_threads_local != nullptr) mkl().set_threads_local(previous_);
+}
+
+}  // namespace cpu
+}  // namespace gru_cuda

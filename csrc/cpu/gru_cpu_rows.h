@@ -1,0 +1,116 @@
+// Blocks of batch rows for the CPU recurrences (gru_cpu_forward.cpp, gru_cpu_backward.cpp).
+//
+// A GRU row never reads another row, so the recurrence of a block of batch rows can run all its
+// steps on one thread while the other threads run theirs: no fork and join per step, and no
+// thread waiting while another does the step's pointwise pass (with whole-batch products, one
+// of the two passes a step needs, product or pointwise, leaves threads idle). Each block's
+// products are single-threaded BLAS calls on pointers into its own rows (cpu_blas.h).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "cpu/cpu_blas.h"
+
+namespace gru_cuda {
+namespace cpu {
+
+// Fewest rows a block's products are worth running single-threaded for: below it the whole
+// batch runs as one block with multi-threaded products.
+constexpr int64_t kMinRowsPerBlock = 4;
+
+// How many blocks of rows B is split into: one per thread, each of at least kMinRowsPerBlock
+// rows; one block without raw products or when already inside a parallel region.
+inline int64_t row_blocks(int64_t B, bool raw_products) {
+  if (!raw_products || at::in_parallel_region()) return 1;
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), B / kMinRowsPerBlock));
+}
+
+// f(b0, b1) for the row blocks of B, one block per thread.
+template <typename F>
+void for_each_row_block(int64_t B, bool raw_products, F&& f) {
+  const int64_t blocks = row_blocks(B, raw_products);
+  if (blocks <= 1) {
+    f(int64_t(0), B);
+    return;
+  }
+  at::parallel_for(0, blocks, 1, [&](int64_t s0, int64_t s1) {
+    CpuBlasSingleThread single;
+    for (int64_t s = s0; s < s1; ++s) f(B * s / blocks, B * (s + 1) / blocks);
+  });
+}
+
+// Products of a block of rows with a weight matrix W (rows, ldw), row-major:
+// C (R, N) (+)= A (R, K) . W[k0 : k0 + K, n0 : n0 + N], where w_off = k0 * ldw + n0 (the
+// forward: W = U, a gate's columns; the backward: W = U^T, a gate's rows). On raw BLAS pointers
+// for float (cpu_blas_available), else at::mm_out on views of the same memory (double, or a
+// torch without MKL: then the batch is one block). beta is 0 or 1.
+//
+// bfloat16 products (W_lo set) go through at::mm_out, which runs oneDNN's bfloat16 GEMM: MKL's
+// own bfloat16 GEMM runs at the float32 rate on CPUs it does not recognise (AMD's, measured),
+// where oneDNN uses the bfloat16 dot products. The staged operands and results are rounded to
+// bfloat16 as torch.nn.GRU's are; inside a row block at::mm_out runs on the calling thread.
+template <typename T>
+struct RowProducts {
+  const T* W;
+  int64_t ldw;
+  const at::BFloat16* W_lo;  // W in bfloat16, or nullptr: the products run in T
+  at::BFloat16* A_lo;        // (B, max K) bfloat16 staging of the left operands, or nullptr
+  at::BFloat16* C_lo;        // (B, max N) bfloat16 results, or nullptr
+  int64_t ld_lo;             // row stride of A_lo and C_lo
+  at::TensorOptions opts;
+  bool raw_f32;
+
+  RowProducts(const T* w, int64_t ld_w, const at::BFloat16* w_lo, at::BFloat16* a_lo,
+              at::BFloat16* c_lo, int64_t ld_staging, at::TensorOptions o)
+      : W(w), ldw(ld_w), W_lo(w_lo), A_lo(a_lo), C_lo(c_lo), ld_lo(ld_staging), opts(o),
+        raw_f32(std::is_same_v<T, float> && cpu_blas_available()) {}
+
+  bool raw() const { return raw_f32; }
+
+  void f32(int64_t R, int64_t K, int64_t N, int64_t w_off, const T* A, int64_t lda, T* C,
+           int64_t ldc, float beta = 0.f) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (raw_f32) {
+        gemm_f32(false, false, R, N, K, A, lda, W + w_off, ldw, beta, C, ldc);
+        return;
+      }
+    }
+    at::Tensor c = at::from_blob(C, {R, N}, {ldc, 1}, opts);
+    const at::Tensor a = at::from_blob(const_cast<T*>(A), {R, K}, {lda, 1}, opts);
+    const at::Tensor w = at::from_blob(const_cast<T*>(W + w_off), {K, N}, {ldw, 1}, opts);
+    if (beta == 0.f)
+      at::mm_out(c, a, w);
+    else
+      c.addmm_(a, w);
+  }
+
+  // As f32, in bfloat16 when W_lo is set (A is rows b0.. of the batch).
+  void run(int64_t R, int64_t K, int64_t N, int64_t w_off, const T* A, int64_t lda, int64_t b0,
+           T* C, int64_t ldc, float beta = 0.f) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (W_lo != nullptr) {
+        at::BFloat16* a_lo = A_lo + b0 * ld_lo;
+        at::BFloat16* c_lo = C_lo + b0 * ld_lo;
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t i = 0; i < K; ++i) a_lo[r * ld_lo + i] = at::BFloat16(A[r * lda + i]);
+        const auto lo = opts.dtype(at::kBFloat16);
+        at::Tensor c = at::from_blob(c_lo, {R, N}, {ld_lo, 1}, lo);
+        at::mm_out(c, at::from_blob(a_lo, {R, K}, {ld_lo, 1}, lo),
+                   at::from_blob(const_cast<at::BFloat16*>(W_lo + w_off), {K, N}, {ldw, 1}, lo));
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t n = 0; n < N; ++n)
+            C[r * ldc + n] = (beta == 0.f ? 0.f : C[r * ldc + n]) + float(c_lo[r * ld_lo + n]);
+        return;
+      }
+    }
+    f32(R, K, N, w_off, A, lda, C, ldc, beta);
+  }
+};
+
+}  // namespace cpu
+}  // namespace gru_cuda

@@ -1,0 +1,49 @@
+"""gru_backward's need_grad_x: when x is data (a training step's input) autograd asks the op not
+to form grad_x; the op returns an empty grad_x, skips its product, and every other gradient is
+the same as with grad_x."""
+import pytest
+import torch
+
+from compare import assert_close_rel
+from problems import leaf_copies, make_problem, run_with_grads
+from gru_cuda import activations, functional, reference
+
+CASES = [dict(reset_after=True), dict(reset_after=False, mask=True),
+         dict(reset_after=True, input_dropout=3, recurrent_dropout=True),
+         dict(reset_after=False, input_dropout=1)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_op_skips_grad_x(case):
+    (x, k, u, b, h0), kw = make_problem(B=5, T=4, F=3, H=6, **case)
+    ra = kw["reset_after"]
+    masks = [kw.get(n) for n in ("mask", "input_dropout_mask", "recurrent_dropout_mask")]
+    if masks[0] is not None:
+        masks[0] = masks[0].transpose(0, 1).contiguous()
+    xt = x.transpose(0, 1).contiguous()
+    ids = activations.FUSED_IDS
+    fwd = torch.ops.gru_cuda.gru_forward(xt, k, u, b, h0, *masks, ra, ids["tanh"],
+                                         ids["sigmoid"], False, False, True)
+    g = torch.Generator().manual_seed(3)
+    gy = torch.randn(fwd[0].shape, generator=g, dtype=x.dtype)
+    gs = torch.randn(h0.shape, generator=g, dtype=x.dtype)
+    args = (gy, gs, xt, k, u, h0, fwd[2], fwd[3], *masks, True, ra, ids["tanh"], ids["sigmoid"],
+            False, False)
+    full = torch.ops.gru_cuda.gru_backward(*args)
+    skipped = torch.ops.gru_cuda.gru_backward(*args, False)
+    assert full[0].shape == xt.shape and skipped[0].shape == (0,)
+    for a, e in zip(skipped[1:], full[1:]):
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
+    torch.library.opcheck(torch.ops.gru_cuda.gru_backward.default, (*args, False))
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_autograd_with_data_input(reset_after):
+    (x, k, u, b, h0), kw = make_problem(B=9, T=5, F=4, H=8, reset_after=reset_after, mask=True)
+    leaves = leaf_copies([k, u, b, h0])
+    out, st, grads = run_with_grads(lambda *a, **kw_: functional.gru(x, *a, **kw_), leaves, kw)
+    out_r, st_r, grads_r = run_with_grads(lambda *a, **kw_: reference.gru(x, *a, **kw_),
+                                          leaf_copies([k, u, b, h0]), kw)
+    assert x.grad is None and not x.requires_grad
+    for name, a, e in zip(["kernel", "recurrent_kernel", "bias", "initial_state"], grads, grads_r):
+        assert_close_rel(a, e, 1e-9, f"grad {name}")

@@ -1,0 +1,69 @@
+"""The CPU op's row blocks: with MKL the batch rows are split into one block per thread, each
+running its whole recurrence with single-threaded products (csrc/cpu/gru_cpu_rows.h). Every
+feature that touches rows (masks, dropout, go_backwards, both reset conventions, uneven blocks)
+against the float64 reference, on both product paths (GRU_CUDA_CPU_BLAS=mkl and aten)."""
+import pytest
+import torch
+
+from compare import assert_close_rel
+from problems import leaf_copies, make_problem, run_with_grads
+from gru_cuda import _C, functional, reference
+
+BLAS = ["aten"] + (["mkl"] if _C.cpu_blas() == "mkl" else [])
+
+
+@pytest.fixture(params=BLAS)
+def blas(request, monkeypatch):
+    monkeypatch.setenv("GRU_CUDA_CPU_BLAS", request.param)
+    assert _C.cpu_blas() == request.param
+    return request.param
+
+
+@pytest.fixture(params=[2, 3])
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+CASES = [
+    dict(reset_after=True),
+    dict(reset_after=False),
+    dict(reset_after=True, mask="random", zero_output_for_mask=True),
+    dict(reset_after=False, mask="left_padded", go_backwards=True),
+    dict(reset_after=True, input_dropout=3, recurrent_dropout=True, mask=True),
+    dict(reset_after=False, input_dropout=1, recurrent_dropout=True, go_backwards=True),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("B", [13, 16])
+def test_row_blocks_against_float64(case, B, blas, threads):
+    case = dict(case)
+    extra = {k: case.pop(k) for k in ("zero_output_for_mask", "go_backwards") if k in case}
+    (x, k, u, b, h0), kw = make_problem(B=B, T=7, F=5, H=24, fan_in=True, **case)
+    kw.update(extra)
+    args = [t.float() for t in (x, k, u, b, h0)]
+    kw32 = {n: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v)
+            for n, v in kw.items()}
+    out, st, grads = run_with_grads(functional.gru, leaf_copies(args), kw32)
+    out_r, st_r, grads_r = run_with_grads(reference.gru, leaf_copies(args, torch.float64), kw)
+    assert_close_rel(out, out_r, 1e-5, "outputs")
+    assert_close_rel(st, st_r, 1e-5, "final_state")
+    for name, a, e in zip(["x", "kernel", "recurrent_kernel", "bias", "initial_state"], grads,
+                          grads_r):
+        assert_close_rel(a, e, 1e-5, f"grad {name}")
+    with torch.no_grad():  # inference writes no workspace: its own loop
+        out_i, st_i = functional.gru(*args, **kw32)
+    assert_close_rel(out_i, out_r, 1e-5, "inference outputs")
+    assert_close_rel(st_i, st_r, 1e-5, "inference final_state")
+
+
+def test_blas_choice_is_checked(monkeypatch):
+    monkeypatch.setenv("GRU_CUDA_CPU_BLAS", "openblas")
+    with pytest.raises(RuntimeError, match="GRU_CUDA_CPU_BLAS"):
+        _C.cpu_blas()
+    x = torch.randn(2, 3, 4)
+    with pytest.raises(RuntimeError, match="GRU_CUDA_CPU_BLAS"):
+        functional.gru(x, torch.randn(4, 9), torch.randn(3, 9))
