@@ -14,19 +14,15 @@ namespace cpu {
 
 namespace {
 
-// MKL's LP64 interface (32-bit integers), as x86 builds of torch link it. The CBLAS enums are
-// ints: row-major 101, no transpose 111, transpose 112.
+// MKL's LP64 interface (32-bit integers), as x86 builds of torch link it. (Its bfloat16 GEMM is
+// not used: on this project's AMD CPU it ran at the float32 rate; gru_cpu_rows.h.)
 using SgemmFn = void (*)(const char*, const char*, const int*, const int*, const int*,
                          const float*, const float*, const int*, const float*, const int*,
                          const float*, float*, const int*);
-using GemmBf16Fn = void (*)(int, int, int, int, int, int, float, const uint16_t*, int,
-                            const uint16_t*, int, float, float*, int);
 using SetThreadsLocalFn = int (*)(int);
-constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 
 struct Mkl {
   SgemmFn sgemm = nullptr;
-  GemmBf16Fn gemm_bf16 = nullptr;
   SetThreadsLocalFn set_threads_local = nullptr;
 };
 
@@ -46,22 +42,21 @@ void sgemm_row(const Mkl& m, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
   m.sgemm(&cb, &ca, &m_, &n_, &k_, &one, B, &ldb_, A, &lda_, &beta, C, &ldc_);
 }
 
-// The check product: small integers, exact in float32 and bfloat16, both operand orders.
-template <typename T, typename Gemm>
-bool check_product(Gemm&& gemm) {
+// The check product: small integers (exact in float32), both orders of the second operand.
+bool check_product(const Mkl& m) {
   constexpr int M = 3, N = 5, K = 4;
-  T a[M * K], b[K * N], bt[N * K];
-  for (int i = 0; i < M * K; ++i) a[i] = T(float(i % 7) - 3.0f);
+  float a[M * K], b[K * N], bt[N * K];
+  for (int i = 0; i < M * K; ++i) a[i] = float(i % 7) - 3.0f;
   for (int k = 0; k < K; ++k)
-    for (int n = 0; n < N; ++n) bt[n * K + k] = b[k * N + n] = T(float((k * N + n) % 5) - 2.0f);
+    for (int n = 0; n < N; ++n) bt[n * K + k] = b[k * N + n] = float((k * N + n) % 5) - 2.0f;
   for (bool tb : {false, true}) {
     float c[M * N];
     for (float& v : c) v = 1.0f;
-    gemm(false, tb, M, N, K, a, K, tb ? bt : b, tb ? K : N, 1.0f, c, N);
+    sgemm_row(m, false, tb, M, N, K, a, K, tb ? bt : b, tb ? K : N, 1.0f, c, N);
     for (int i = 0; i < M; ++i)
       for (int n = 0; n < N; ++n) {
         float want = 1.0f;
-        for (int k = 0; k < K; ++k) want += float(a[i * K + k]) * float(b[k * N + n]);
+        for (int k = 0; k < K; ++k) want += a[i * K + k] * b[k * N + n];
         if (c[i * N + n] != want) return false;
       }
   }
@@ -81,23 +76,10 @@ const Mkl& mkl() {
     // MKL's own entry points (not a generic sgemm_, whose integer width is not known).
     if (dlsym(lib, "mkl_get_max_threads") == nullptr) return m;
     m.sgemm = reinterpret_cast<SgemmFn>(dlsym(lib, "sgemm_"));
-    m.gemm_bf16 = reinterpret_cast<GemmBf16Fn>(dlsym(lib, "cblas_gemm_bf16bf16f32"));
     // The C entry point (by value); the lower-case name is the Fortran one (by pointer).
     m.set_threads_local =
         reinterpret_cast<SetThreadsLocalFn>(dlsym(lib, "MKL_Set_Num_Threads_Local"));
-    if (m.sgemm != nullptr &&
-        !check_product<float>([&](auto... args) { sgemm_row(m, args...); }))
-      m.sgemm = nullptr;
-    if (m.gemm_bf16 != nullptr &&
-        !check_product<c10::BFloat16>([&](bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-                                          const c10::BFloat16* A, int64_t lda,
-                                          const c10::BFloat16* B, int64_t ldb, float beta,
-                                          float* C, int64_t ldc) {
-          m.gemm_bf16(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, int(M), int(N),
-                      int(K), 1.0f, reinterpret_cast<const uint16_t*>(A), int(lda),
-                      reinterpret_cast<const uint16_t*>(B), int(ldb), beta, C, int(ldc));
-        }))
-      m.gemm_bf16 = nullptr;
+    if (m.sgemm != nullptr && !check_product(m)) m.sgemm = nullptr;
     return m;
   }();
   return found;
@@ -117,25 +99,12 @@ bool enabled() {
 
 bool cpu_blas_available() { return enabled() && mkl().sgemm != nullptr; }
 
-bool cpu_blas_bf16_available() { return cpu_blas_available() && mkl().gemm_bf16 != nullptr; }
-
 const char* cpu_blas_name() { return cpu_blas_available() ? "mkl" : "aten"; }
 
 void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   sgemm_row(mkl(), trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
-}
-
-void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const c10::BFloat16* A,
-               int64_t lda, const c10::BFloat16* B, int64_t ldb, float beta, float* C,
-               int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  mkl().gemm_bf16(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans,
-                  as_int(M, "M"), as_int(N, "N"), as_int(K, "K"), 1.0f,
-                  reinterpret_cast<const uint16_t*>(A), as_int(lda, "lda"),
-                  reinterpret_cast<const uint16_t*>(B), as_int(ldb, "ldb"), beta, C,
-                  as_int(ldc, "ldc"));
 }
 
 CpuBlasSingleThread::CpuBlasSingleThread() {

@@ -11,8 +11,6 @@
 // (a torch built on another BLAS) the op keeps its ATen products on whole-batch tensors.
 #pragma once
 
-#include <c10/util/BFloat16.h>
-
 #include <cstdint>
 
 namespace gru_cuda {
@@ -22,8 +20,6 @@ namespace cpu {
 // switched off with GRU_CUDA_CPU_BLAS=aten (read on every call, like GRU_CUDA_CPU_ISA, so that
 // tests run both paths in one process; any other value than aten, mkl or auto is an error).
 bool cpu_blas_available();
-// The same for bfloat16 x bfloat16 -> float32 products (MKL's gemm_bf16bf16f32).
-bool cpu_blas_bf16_available();
 // "mkl" or "aten": what the recurrences use now (the Python helper _C.cpu_blas()).
 const char* cpu_blas_name();
 
@@ -32,11 +28,6 @@ const char* cpu_blas_name();
 // Inside a region where cpu_blas_single_thread is held the product runs on the calling thread.
 void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
-// The same with bfloat16 operands and float32 accumulation and output. Requires
-// cpu_blas_bf16_available().
-void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const c10::BFloat16* A,
-               int64_t lda, const c10::BFloat16* B, int64_t ldb, float beta, float* C,
-               int64_t ldc);
 
 // While alive, the BLAS runs single-threaded on this thread (MKL's thread-local setting); the
 // destructor restores the previous setting. A no-op without MKL.

@@ -63,6 +63,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
   // bfloat16 staging of the products' left operands and results (gru_cpu_rows.h).
   Tensor d_lo = bf16_rec ? at::empty({B, 3 * H}, opts.dtype(at::kBFloat16)) : Tensor();
   Tensor dr_lo = bf16_rec ? at::empty({B, 3 * H}, opts.dtype(at::kBFloat16)) : Tensor();
+  // With bfloat16 weight-gradient products, bfloat16 copies of dgx and dgh, written row block by
+  // row block right after each step's pass (while in cache; the per-step products read them
+  // too) instead of one conversion pass over each afterwards.
+  Tensor dgx_lo = bf16_w ? at::empty({T, B, 3 * H}, opts.dtype(at::kBFloat16)) : Tensor();
+  Tensor dgh_lo =
+      bf16_w && reset_after ? at::empty({T, B, 3 * H}, opts.dtype(at::kBFloat16)) : Tensor();
   const int act = static_cast<int>(activation), ract = static_cast<int>(recurrent_activation);
   const Isa isa = cpu_isa();
 
@@ -81,6 +87,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
     T_* const dgh0 = reset_after ? dgh.data_ptr<T_>() : nullptr;
     const T_* const rdm0 = rdm.has_value() ? rdm->data_ptr<T_>() : nullptr;
     const bool* const mask0 = mask.has_value() ? mask->data_ptr<bool>() : nullptr;
+    at::BFloat16* const dgx_lo0 = bf16_w ? dgx_lo.data_ptr<at::BFloat16>() : nullptr;
+    at::BFloat16* const dgh_lo0 =
+        bf16_w && reset_after ? dgh_lo.data_ptr<at::BFloat16>() : nullptr;
     const int64_t BH = B * H;
 
     // The reverse recurrence of batch rows [b0, b1), as the forward's (gru_cpu_rows.h).
@@ -98,8 +107,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
       p.isa = isa;
       T_* const drh_r = reset_after ? nullptr : drh.data_ptr<T_>() + b0 * H;
       p.drh = drh_r;
-      // dh += sum over gates g in [g0, g1) of q_g * (d_g U_g^T); d: this step's (R, 3H) rows.
-      auto add_recurrent_grad = [&](const T_* d, int64_t g0, int64_t g1) {
+      // dh += sum over gates g in [g0, g1) of q_g * (d_g U_g^T); d: this step's (R, 3H) rows,
+      // d_lo: their bfloat16 copy or nullptr.
+      auto add_recurrent_grad = [&](const T_* d, const at::BFloat16* d_lo, int64_t g0,
+                                    int64_t g1) {
+        if (rdm0 == nullptr && d_lo != nullptr && bf16_rec) {
+          products.run_lo(R, (g1 - g0) * H, H, g0 * H * H, d_lo + g0 * H, 3 * H, b0, dh_r, H,
+                          1.f);
+          return;
+        }
         if (rdm0 == nullptr) {
           products.run(R, (g1 - g0) * H, H, g0 * H * H, d + g0 * H, 3 * H, b0, dh_r, H, 1.f);
           return;
@@ -118,15 +134,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
         p.ws = ws0 + (step * B + b0) * ws_width;
         p.valid = mask0 != nullptr ? mask0 + t * B + b0 : nullptr;
         p.dgx = dgx0 + (t * B + b0) * 3 * H;
+        at::BFloat16* const dgx_lo_r =
+            dgx_lo0 != nullptr ? dgx_lo0 + (t * B + b0) * 3 * H : nullptr;
         if (reset_after) {
           p.dgh = dgh0 + (step * B + b0) * 3 * H;
           backward_step_reset_after(p, act, ract);
-          add_recurrent_grad(p.dgh, 0, 3);
+          at::BFloat16* dgh_lo_r = nullptr;
+          if (dgx_lo_r != nullptr) {
+            dgh_lo_r = dgh_lo0 + (step * B + b0) * 3 * H;
+            rows_to_bf16(R, 3 * H, p.dgx, 3 * H, dgx_lo_r, 3 * H);
+            rows_to_bf16(R, 3 * H, p.dgh, 3 * H, dgh_lo_r, 3 * H);
+          }
+          add_recurrent_grad(p.dgh, dgh_lo_r, 0, 3);
         } else {
           backward_step_reset_before_candidate(p, act, ract);
           products.run(R, H, H, 2 * H * H, p.dgx + 2 * H, 3 * H, b0, drh_r, H);
           backward_step_reset_before_gates(p, ones.data_ptr<T_>() + b0 * H, ract);
-          add_recurrent_grad(p.dgx, 0, 2);
+          if (dgx_lo_r != nullptr) rows_to_bf16(R, 3 * H, p.dgx, 3 * H, dgx_lo_r, 3 * H);
+          add_recurrent_grad(p.dgx, dgx_lo_r, 0, 2);
         }
       }
     };
@@ -152,7 +177,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
     grad_kernel = at::mm((x * *idm).view({T * B, F}).t(), dgx2);
     if (need_grad_x) grad_x = at::mm(dgx2, W.t()).view({T, B, F}).mul_(*idm);
   } else {
-    const Tensor d = bf16_w ? dgx2.to(at::kBFloat16) : dgx2;
+    const Tensor d = bf16_w ? dgx_lo.view({T * B, 3 * H}) : dgx2;
     grad_kernel = at::mm(x2.t(), d);
     if (need_grad_x) grad_x = at::mm(d, W.t()).view({T, B, F});
   }
@@ -166,7 +191,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
   if (reset_after) {
     const Tensor dgh2 = dgh.view({T * B, 3 * H});
     if (bf16_w) {
-      grad_rk = at::mm(hprev.view({T * B, H}).to(at::kBFloat16).t(), dgh2.to(at::kBFloat16));
+      grad_rk = at::mm(hprev.view({T * B, H}).to(at::kBFloat16).t(),
+                       dgh_lo.view({T * B, 3 * H}));
     } else if (!rdm.has_value()) {
       at::mm_out(grad_rk, hprev.view({T * B, H}).t(), dgh2);
     } else {

@@ -95,7 +95,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
     if (bf16_in) b_i = b_i->to(at::kBFloat16);
   }
   const Tensor ones = at::ones({B, H}, opts);
-  const Tensor proj = input_projection(x, W, b_i, idm, H, batch_major).to(ct);
+  // A bfloat16 projection stays bfloat16: each step converts its rows while they are in cache
+  // (into gx_f, one (B, 3H) block), instead of one pass over a sequence-long float32 copy.
+  const Tensor proj = input_projection(x, W, b_i, idm, H, batch_major);
+  const bool gx_lo = proj.scalar_type() != ct;
+  Tensor gx_f = gx_lo ? at::empty({B, 3 * H}, opts) : Tensor();
   const Tensor gx = batch_major ? proj.view({B, T, 3 * H}).transpose(0, 1)
                                 : proj.view({T, B, 3 * H});
 
@@ -122,7 +126,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
                                    bf16_rec ? h_lo.data_ptr<at::BFloat16>() : nullptr,
                                    bf16_rec ? gh_lo.data_ptr<at::BFloat16>() : nullptr, 3 * H,
                                    opts);
-    T_* const gx0 = gx.data_ptr<T_>();
+    T_* const gx0 = gx_lo ? nullptr : gx.data_ptr<T_>();
+    const at::BFloat16* const gx0_lo = gx_lo ? gx.data_ptr<at::BFloat16>() : nullptr;
     T_* const out0 = outputs.data_ptr<T_>();
     T_* const st0 = states.data_ptr<T_>();
     T_* const ws0 = ws.numel() > 0 ? ws.data_ptr<T_>() : nullptr;
@@ -141,7 +146,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
       p.zero_out = zero_output_for_mask;
       p.ws_width = ws_width;
       p.isa = isa;
-      p.gx_row = gx.stride(1);
+      p.gx_row = gx_lo ? 3 * H : gx.stride(1);
       p.out_row = outputs.stride(1);
       T_* const gh_r = gh.data_ptr<T_>() + b0 * (per_gate_rec ? H : 3 * H);
       p.gh = per_gate_rec ? GateView<T_>{gh_r, H, BH} : GateView<T_>{gh_r, 3 * H, H};
@@ -166,7 +171,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
         }
         const int64_t slot = save_for_backward ? step : step % 2;
         T_* const state = st0 + slot * BH + b0 * H;
-        p.gx = gx0 + t * gx_t + b0 * p.gx_row;
+        if (gx_lo) {
+          T_* const gx_r = gx_f.data_ptr<T_>() + b0 * 3 * H;
+          rows_from_bf16(R, 3 * H, gx0_lo + t * gx_t + b0 * gx.stride(1), gx.stride(1), gx_r,
+                         3 * H);
+          p.gx = gx_r;
+        } else {
+          p.gx = gx0 + t * gx_t + b0 * p.gx_row;
+        }
         p.h = h;
         p.valid = mask0 != nullptr ? mask0 + t * B + b0 : nullptr;
         p.prev_out = step > 0 ? out0 + (step - 1) * out_t + b0 * p.out_row : nullptr;

@@ -44,6 +44,21 @@ void for_each_row_block(int64_t B, bool raw_products, F&& f) {
   });
 }
 
+// Row-wise conversions between float32 and bfloat16 (round to nearest even, as Tensor.to):
+// the per-step slices of the sequence-long bfloat16 buffers, converted while they are in cache.
+template <typename S>
+inline void rows_to_bf16(int64_t R, int64_t n, const S* src, int64_t lds, at::BFloat16* dst,
+                         int64_t ldd) {
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t i = 0; i < n; ++i) dst[r * ldd + i] = at::BFloat16(float(src[r * lds + i]));
+}
+template <typename D>
+inline void rows_from_bf16(int64_t R, int64_t n, const at::BFloat16* src, int64_t lds, D* dst,
+                           int64_t ldd) {
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t i = 0; i < n; ++i) dst[r * ldd + i] = D(float(src[r * lds + i]));
+}
+
 // Products of a block of rows with a weight matrix W (rows, ldw), row-major:
 // C (R, N) (+)= A (R, K) . W[k0 : k0 + K, n0 : n0 + N], where w_off = k0 * ldw + n0 (the
 // forward: W = U, a gate's columns; the backward: W = U^T, a gate's rows). On raw BLAS pointers
@@ -95,20 +110,29 @@ struct RowProducts {
     if constexpr (std::is_same_v<T, float>) {
       if (W_lo != nullptr) {
         at::BFloat16* a_lo = A_lo + b0 * ld_lo;
-        at::BFloat16* c_lo = C_lo + b0 * ld_lo;
-        for (int64_t r = 0; r < R; ++r)
-          for (int64_t i = 0; i < K; ++i) a_lo[r * ld_lo + i] = at::BFloat16(A[r * lda + i]);
-        const auto lo = opts.dtype(at::kBFloat16);
-        at::Tensor c = at::from_blob(c_lo, {R, N}, {ld_lo, 1}, lo);
-        at::mm_out(c, at::from_blob(a_lo, {R, K}, {ld_lo, 1}, lo),
-                   at::from_blob(const_cast<at::BFloat16*>(W_lo + w_off), {K, N}, {ldw, 1}, lo));
-        for (int64_t r = 0; r < R; ++r)
-          for (int64_t n = 0; n < N; ++n)
-            C[r * ldc + n] = (beta == 0.f ? 0.f : C[r * ldc + n]) + float(c_lo[r * ld_lo + n]);
+        rows_to_bf16(R, K, A, lda, a_lo, ld_lo);
+        run_lo(R, K, N, w_off, a_lo, ld_lo, b0, C, ldc, beta);
         return;
       }
     }
     f32(R, K, N, w_off, A, lda, C, ldc, beta);
+  }
+
+  // The bfloat16 product of an A that is already bfloat16 (requires W_lo).
+  void run_lo(int64_t R, int64_t K, int64_t N, int64_t w_off, const at::BFloat16* A, int64_t lda,
+              int64_t b0, T* C, int64_t ldc, float beta = 0.f) const {
+    if constexpr (std::is_same_v<T, float>) {
+      at::BFloat16* c_lo = C_lo + b0 * ld_lo;
+      const auto lo = opts.dtype(at::kBFloat16);
+      at::Tensor c = at::from_blob(c_lo, {R, N}, {ld_lo, 1}, lo);
+      at::mm_out(c, at::from_blob(const_cast<at::BFloat16*>(A), {R, K}, {lda, 1}, lo),
+                 at::from_blob(const_cast<at::BFloat16*>(W_lo + w_off), {K, N}, {ldw, 1}, lo));
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t n = 0; n < N; ++n)
+          C[r * ldc + n] = (beta == 0.f ? 0.f : C[r * ldc + n]) + float(c_lo[r * ld_lo + n]);
+    } else {
+      TORCH_INTERNAL_ASSERT(false, "bfloat16 products compute in float");
+    }
   }
 };
 
