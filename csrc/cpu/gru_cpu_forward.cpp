@@ -42,6 +42,21 @@ Tensor input_projection(const Tensor& x, const Tensor& W, const OptTensor& b_i,
   return b_i.has_value() ? at::addmm(*b_i, xin, W) : at::mm(xin, W);
 }
 
+// Rows b0.. of step `step` of the (T, B, H) outputs (bfloat16 or float16, any strides) from R
+// float32 rows of row stride lds. Raw pointers: it runs inside the row blocks' threads.
+template <typename S>
+void store_rows(int64_t R, int64_t H, const S* src, int64_t lds, const Tensor& outputs,
+                int64_t step, int64_t b0) {
+  const int64_t ldd = outputs.stride(1), off = step * outputs.stride(0) + b0 * ldd;
+  if (outputs.scalar_type() == at::kBFloat16) {
+    rows_to_bf16(R, H, src, lds, outputs.data_ptr<at::BFloat16>() + off, ldd);
+    return;
+  }
+  at::Half* d = outputs.data_ptr<at::Half>() + off;
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t j = 0; j < H; ++j) d[r * ldd + j] = at::Half(float(src[r * lds + j]));
+}
+
 }  // namespace
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
@@ -74,8 +89,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
   const auto opts = x_in.options().dtype(ct);
   const int64_t ws_width = (reset_after ? 4 : 3) * H;
 
-  Tensor outputs = batch_major ? at::empty({B, T, H}, opts).transpose(0, 1)
-                               : at::empty({T, B, H}, opts);
+  // bfloat16/float16 outputs are written in their dtype, each step's rows converted from a
+  // float32 block (out_f, two steps: a masked row repeats the previous output) while in cache.
+  const bool out_lo = out_type != ct;
+  const auto out_opts = x_in.options().dtype(out_type);
+  Tensor outputs = batch_major ? at::empty({B, T, H}, out_opts).transpose(0, 1)
+                               : at::empty({T, B, H}, out_opts);
+  Tensor out_f = out_lo ? at::empty({2, B, H}, opts) : Tensor();
   // With save_for_backward the per-step states and workspace are the saved tensors; otherwise
   // two state buffers and one workspace block are reused across steps.
   Tensor states = save_for_backward ? at::empty({T, B, H}, opts) : at::empty({2, B, H}, opts);
@@ -128,12 +148,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
                                    opts);
     T_* const gx0 = gx_lo ? nullptr : gx.data_ptr<T_>();
     const at::BFloat16* const gx0_lo = gx_lo ? gx.data_ptr<at::BFloat16>() : nullptr;
-    T_* const out0 = outputs.data_ptr<T_>();
+    T_* const out0 = out_lo ? out_f.data_ptr<T_>() : outputs.data_ptr<T_>();
+    // Where step s's output rows go: outputs[s], or out_f[s % 2] when out_lo.
+    const int64_t out_t = out_lo ? B * H : outputs.stride(0);
+    auto out_slot = [&](int64_t s) { return out_lo ? s % 2 : s; };
     T_* const st0 = states.data_ptr<T_>();
     T_* const ws0 = ws.numel() > 0 ? ws.data_ptr<T_>() : nullptr;
     const T_* const rdm0 = per_gate_rec ? rdm->data_ptr<T_>() : nullptr;
     const bool* const mask0 = mask.has_value() ? mask->data_ptr<bool>() : nullptr;
-    const int64_t gx_t = gx.stride(0), out_t = outputs.stride(0), BH = B * H;
+    const int64_t gx_t = gx.stride(0), BH = B * H;
 
     // The whole recurrence of batch rows [b0, b1): rows never read other rows, so blocks of
     // rows run on separate threads with no barrier between steps (docs/cpu.md).
@@ -147,7 +170,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
       p.ws_width = ws_width;
       p.isa = isa;
       p.gx_row = gx_lo ? 3 * H : gx.stride(1);
-      p.out_row = outputs.stride(1);
+      p.out_row = out_lo ? H : outputs.stride(1);
       T_* const gh_r = gh.data_ptr<T_>() + b0 * (per_gate_rec ? H : 3 * H);
       p.gh = per_gate_rec ? GateView<T_>{gh_r, H, BH} : GateView<T_>{gh_r, 3 * H, H};
       p.q_h = per_gate_rec ? rdm0 + 2 * BH + b0 * H : nullptr;
@@ -181,12 +204,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
         }
         p.h = h;
         p.valid = mask0 != nullptr ? mask0 + t * B + b0 : nullptr;
-        p.prev_out = step > 0 ? out0 + (step - 1) * out_t + b0 * p.out_row : nullptr;
+        p.prev_out = step > 0 ? out0 + out_slot(step - 1) * out_t + b0 * p.out_row : nullptr;
         p.ws = save_for_backward ? ws0 + (step * B + b0) * ws_width
                : reset_after     ? nullptr
                                  : ws0 + b0 * ws_width;
         p.state = state;
-        p.out = out0 + step * out_t + b0 * p.out_row;
+        p.out = out0 + out_slot(step) * out_t + b0 * p.out_row;
         if (reset_after) {
           forward_step_reset_after(p, act, ract);
         } else {
@@ -194,6 +217,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
           products.run(R, H, H, 2 * H, p.rh, H, b0, ghh.data_ptr<T_>() + b0 * H, H);
           forward_step_reset_before_candidate(p, act, ract);
         }
+        if (out_lo) store_rows(R, H, p.out, H, outputs, step, b0);
         h = state;
       }
     };
@@ -207,7 +231,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
     ws = at::empty({0}, opts);
   }
   // states and workspace stay in the compute dtype (saved_dtype in gru_checks.h).
-  return {outputs.to(out_type), final_state.to(out_type), states, ws};
+  return {outputs, final_state.to(out_type), states, ws};
 }
 
 }  // namespace cpu

@@ -67,3 +67,27 @@ def test_blas_choice_is_checked(monkeypatch):
     x = torch.randn(2, 3, 4)
     with pytest.raises(RuntimeError, match="GRU_CUDA_CPU_BLAS"):
         functional.gru(x, torch.randn(4, 9), torch.randn(3, 9))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_reduced_precision_outputs_per_step(dtype, reset_after, blas):
+    # bfloat16/float16 outputs are converted row block by row block from two float32 steps;
+    # masked rows repeat the previous output (mask "random": row 0 always masked, row 1 never).
+    # H = 256 and B = 32 also take the bfloat16 products where the CPU has bfloat16 dot products.
+    (x, k, u, b, h0), kw = make_problem(B=32, T=9, F=16, H=256, reset_after=reset_after,
+                                        mask="random", fan_in=True)
+    args = [t.to(dtype) for t in (x, k, u, b, h0)]
+    out, st, grads = run_with_grads(functional.gru, leaf_copies(args), kw)
+    out_r, st_r, grads_r = run_with_grads(reference.gru, leaf_copies(args, torch.float64), kw)
+    assert out.dtype == dtype and st.dtype == dtype
+    tol = 2e-2 if dtype == torch.bfloat16 else 2e-3
+    assert_close_rel(out, out_r, tol, "outputs")
+    assert_close_rel(st, st_r, tol, "final_state")
+    for name, a, e in zip(["x", "kernel", "recurrent_kernel", "bias", "initial_state"], grads,
+                          grads_r):
+        assert_close_rel(a, e, 1.5 * tol, f"grad {name}")
+    with torch.no_grad():
+        out_i, st_i = functional.gru(*args, **kw)
+    torch.testing.assert_close(out_i, out, rtol=0, atol=0)
+    torch.testing.assert_close(st_i, st, rtol=0, atol=0)
