@@ -8,6 +8,7 @@
 #include <optional>
 #include <tuple>
 
+#include "cpu/bf16_dot_gemm.h"
 #include "cpu/cpu_blas.h"
 #include "cpu/gru_cpu_ops.h"
 #include "cpu/gru_cpu_rows.h"
@@ -36,7 +37,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
   // bfloat16 inputs (as in the forward): the per-step products and, without dropout, the
   // weight- and input-gradient products run in bfloat16 where they are large enough to pay.
   const bool bf16 = out_type == at::kBFloat16 && cpu_has_bf16_dot() && !rdm_in.has_value();
-  const bool bf16_rec = bf16 && B * H * 3 * H >= kBf16MinMacs;
+  // As in the forward: every size in bfloat16 with the packed kernel (bf16_dot_gemm.h).
+  const bool dot = bf16 && bf16_dot_gemm_available() && H % 2 == 0 && cpu_blas_available();
+  const bool bf16_rec = bf16 && (dot || B * H * 3 * H >= kBf16MinMacs);
   const bool bf16_w = bf16 && !idm_in.has_value() && T * B * F * 3 * H >= kBf16MinMacs;
   const at::ScalarType w_type = bf16_w ? at::kBFloat16 : ct;
   const Tensor x = prepared(x_in, w_type), W = prepared(kernel_in, w_type), U = prepared(rk_in, ct),
@@ -72,14 +75,23 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
   const int act = static_cast<int>(activation), ract = static_cast<int>(recurrent_activation);
   const Isa isa = cpu_isa();
 
+  // U^T packed in k-pairs for bf16_dot_gemm.
+  Tensor Ut_pk;
+  if (bf16_rec && dot) {
+    Ut_pk = at::empty({3 * H / 2 * bf16_packed_cols(H) * 2}, opts.dtype(at::kShort));
+    bf16_pack_pairs(Ut.data_ptr<float>(), 3 * H, H, H,
+                    reinterpret_cast<uint16_t*>(Ut_pk.data_ptr()));
+  }
+
   AT_DISPATCH_FLOATING_TYPES(ct, "gru_backward_cpu", [&] {
     using T_ = scalar_t;
     // d (R, gates of 3H) . U^T[gate rows]; in bfloat16 through Ut_lo, d_lo and dr_lo.
-    const RowProducts<T_> products(Ut.data_ptr<T_>(), H,
+    RowProducts<T_> products(Ut.data_ptr<T_>(), H,
                                    bf16_rec ? Ut_lo.data_ptr<at::BFloat16>() : nullptr,
                                    bf16_rec ? d_lo.data_ptr<at::BFloat16>() : nullptr,
                                    bf16_rec ? dr_lo.data_ptr<at::BFloat16>() : nullptr, 3 * H,
                                    opts);
+    if (Ut_pk.defined()) products.use_packed(reinterpret_cast<const uint16_t*>(Ut_pk.data_ptr()));
     const T_* const dY0 = dY.data_ptr<T_>();
     const T_* const st0 = states.data_ptr<T_>();
     const T_* const ws0 = ws.data_ptr<T_>();

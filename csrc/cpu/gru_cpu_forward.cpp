@@ -8,6 +8,7 @@
 #include <optional>
 #include <tuple>
 
+#include "cpu/bf16_dot_gemm.h"
 #include "cpu/cpu_blas.h"
 #include "cpu/gru_cpu_ops.h"
 #include "cpu/gru_cpu_rows.h"
@@ -75,7 +76,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
   // in float32. Per-gate recurrent dropout keeps its float32 products.
   const bool bf16 = out_type == at::kBFloat16 && cpu_has_bf16_dot();
   const bool bf16_in = bf16 && T * B * F * 3 * H >= kBf16MinMacs;
-  const bool bf16_rec = bf16 && !rdm_in.has_value() && B * H * 3 * H >= kBf16MinMacs;
+  // With the packed bfloat16 kernel (bf16_dot_gemm.h) a product costs only its arithmetic, so
+  // every size runs in bfloat16; through oneDNN only those large enough to pay its overhead.
+  const bool dot = bf16 && bf16_dot_gemm_available() && H % 2 == 0 && cpu_blas_available();
+  const bool bf16_rec = bf16 && !rdm_in.has_value() && (dot || B * H * 3 * H >= kBf16MinMacs);
   const at::ScalarType in_type = bf16_in ? at::kBFloat16 : ct;
   // A batch-major x (the (T, B, F) view of a contiguous (B, T, F) tensor that functional.gru
   // passes) is read in place, and the outputs are written batch-major: no transposed copies.
@@ -138,14 +142,23 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
   const int act = static_cast<int>(activation), ract = static_cast<int>(recurrent_activation);
   const Isa isa = cpu_isa();
 
+  // U packed in k-pairs for bf16_dot_gemm.
+  Tensor U_pk;
+  if (bf16_rec && dot) {
+    U_pk = at::empty({(H + 1) / 2 * bf16_packed_cols(3 * H) * 2}, opts.dtype(at::kShort));
+    bf16_pack_pairs(U.data_ptr<float>(), H, 3 * H, 3 * H,
+                    reinterpret_cast<uint16_t*>(U_pk.data_ptr()));
+  }
+
   AT_DISPATCH_FLOATING_TYPES(ct, "gru_forward_cpu", [&] {
     using T_ = scalar_t;
     // h (R, H) . U[:, gate columns]; in bfloat16 through U_lo, h_lo and gh_lo.
-    const RowProducts<T_> products(U.data_ptr<T_>(), 3 * H,
+    RowProducts<T_> products(U.data_ptr<T_>(), 3 * H,
                                    bf16_rec ? U_lo.data_ptr<at::BFloat16>() : nullptr,
                                    bf16_rec ? h_lo.data_ptr<at::BFloat16>() : nullptr,
                                    bf16_rec ? gh_lo.data_ptr<at::BFloat16>() : nullptr, 3 * H,
                                    opts);
+    if (U_pk.defined()) products.use_packed(reinterpret_cast<const uint16_t*>(U_pk.data_ptr()));
     T_* const gx0 = gx_lo ? nullptr : gx.data_ptr<T_>();
     const at::BFloat16* const gx0_lo = gx_lo ? gx.data_ptr<at::BFloat16>() : nullptr;
     T_* const out0 = out_lo ? out_f.data_ptr<T_>() : outputs.data_ptr<T_>();

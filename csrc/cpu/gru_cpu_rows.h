@@ -15,6 +15,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "cpu/bf16_dot_gemm.h"
 #include "cpu/cpu_blas.h"
 
 namespace gru_cuda {
@@ -90,10 +91,12 @@ inline void rows_from_bf16(int64_t R, int64_t n, const at::BFloat16* src, int64_
 // for float (cpu_blas_available), else at::mm_out on views of the same memory (double, or a
 // torch without MKL: then the batch is one block). beta is 0 or 1.
 //
-// bfloat16 products (W_lo set) go through at::mm_out, which runs oneDNN's bfloat16 GEMM: MKL's
-// own bfloat16 GEMM runs at the float32 rate on CPUs it does not recognise (AMD's, measured),
-// where oneDNN uses the bfloat16 dot products. The staged operands and results are rounded to
-// bfloat16 as torch.nn.GRU's are; inside a row block at::mm_out runs on the calling thread.
+// bfloat16 products (W_lo set) run on the packed weight Wp with bf16_dot_gemm where it is set
+// (AVX512-BF16, an even H so that every gate starts on a k-pair), else through at::mm_out,
+// which runs oneDNN's bfloat16 GEMM (MKL's own bfloat16 GEMM runs at the float32 rate on CPUs
+// it does not recognise: AMD's, measured); inside a row block at::mm_out runs on the calling
+// thread, and its result is rounded to bfloat16 as torch.nn.GRU's is. The left operands are
+// staged in bfloat16 either way.
 template <typename T>
 struct RowProducts {
   const T* W;
@@ -104,11 +107,19 @@ struct RowProducts {
   int64_t ld_lo;             // row stride of A_lo and C_lo
   at::TensorOptions opts;
   bool raw_f32;
+  const uint16_t* Wp = nullptr;  // W packed by bf16_pack_pairs, or nullptr
+  int64_t Np = 0;
 
   RowProducts(const T* w, int64_t ld_w, const at::BFloat16* w_lo, at::BFloat16* a_lo,
               at::BFloat16* c_lo, int64_t ld_staging, at::TensorOptions o)
       : W(w), ldw(ld_w), W_lo(w_lo), A_lo(a_lo), C_lo(c_lo), ld_lo(ld_staging), opts(o),
         raw_f32(std::is_same_v<T, float> && cpu_blas_available()) {}
+
+  // Use the packed weight (packed: bf16_pack_pairs of all of W, (rows, ldw)).
+  void use_packed(const uint16_t* packed) {
+    Wp = packed;
+    Np = bf16_packed_cols(ldw);
+  }
 
   bool raw() const { return raw_f32; }
 
@@ -147,6 +158,12 @@ struct RowProducts {
   void run_lo(int64_t R, int64_t K, int64_t N, int64_t w_off, const at::BFloat16* A, int64_t lda,
               int64_t b0, T* C, int64_t ldc, float beta = 0.f) const {
     if constexpr (std::is_same_v<T, float>) {
+      const int64_t k0 = w_off / ldw, n0 = w_off % ldw;
+      if (Wp != nullptr && k0 % 2 == 0 && K % 2 == 0) {
+        bf16_dot_gemm(R, N, K / 2, reinterpret_cast<const uint16_t*>(A), lda, Wp, Np, k0 / 2, n0,
+                      beta, C, ldc);
+        return;
+      }
       at::BFloat16* c_lo = C_lo + b0 * ld_lo;
       const auto lo = opts.dtype(at::kBFloat16);
       at::Tensor c = at::from_blob(c_lo, {R, N}, {ld_lo, 1}, lo);

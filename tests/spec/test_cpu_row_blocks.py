@@ -91,3 +91,28 @@ def test_reduced_precision_outputs_per_step(dtype, reset_after, blas):
         out_i, st_i = functional.gru(*args, **kw)
     torch.testing.assert_close(out_i, out, rtol=0, atol=0)
     torch.testing.assert_close(st_i, st, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("B,H", [(13, 24), (9, 70), (16, 7)])
+def test_bfloat16_products_against_float64(case, B, H, blas):
+    # Every size runs bfloat16 products with the packed AVX512-BF16 kernel (even H, CPUs with
+    # bfloat16 dot products): row tiles of 4 plus remainders (blocks of 6 and 7 rows), columns
+    # that end inside a 16-float vector (H = 70: 210 and 70 columns), gates that start at an
+    # even k. An odd H takes oneDNN's products instead.
+    case = dict(case)
+    extra = {k: case.pop(k) for k in ("zero_output_for_mask", "go_backwards") if k in case}
+    (x, k, u, b, h0), kw = make_problem(B=B, T=6, F=5, H=H, fan_in=True, **case)
+    kw.update(extra)
+    args = [t.bfloat16() for t in (x, k, u, b, h0)]
+    kw16 = {n: (v.bfloat16() if torch.is_tensor(v) and v.is_floating_point() else v)
+            for n, v in kw.items()}
+    out, st, grads = run_with_grads(functional.gru, leaf_copies(args), kw16)
+    kw64 = {n: (v.double() if torch.is_tensor(v) and v.is_floating_point() else v)
+            for n, v in kw16.items()}
+    out_r, st_r, grads_r = run_with_grads(reference.gru, leaf_copies(args, torch.float64), kw64)
+    assert_close_rel(out, out_r, 2e-2, "outputs")
+    assert_close_rel(st, st_r, 2e-2, "final_state")
+    for name, a, e in zip(["x", "kernel", "recurrent_kernel", "bias", "initial_state"], grads,
+                          grads_r):
+        assert_close_rel(a, e, 3e-2, f"grad {name}")
