@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "cpu/bf16_bits.h"
 #include "cpu/cpu_isa.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -19,18 +20,6 @@
 namespace gru_cuda {
 namespace cpu {
 
-namespace {
-
-// Round to nearest even, NaN to a quiet NaN (as Tensor.to(torch.bfloat16)).
-uint16_t bf16_bits_of(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;
-  return uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-
-}  // namespace
-
 bool bf16_dot_gemm_available() { return GRU_BF16_DOT && cpu_has_bf16_dot(); }
 
 int64_t bf16_packed_cols(int64_t n_cols) { return (n_cols + 63) / 64 * 64 + 64; }
@@ -40,7 +29,7 @@ void bf16_pack_pairs(const float* W, int64_t K, int64_t N, int64_t ldw, uint16_t
   std::memset(out, 0, sizeof(uint16_t) * K2 * Np * 2);
   for (int64_t k = 0; k < K; ++k)
     for (int64_t n = 0; n < N; ++n)
-      out[((k / 2) * Np + n) * 2 + k % 2] = bf16_bits_of(W[k * ldw + n]);
+      out[((k / 2) * Np + n) * 2 + k % 2] = bf16_bits(W[k * ldw + n]);
 }
 
 }  // namespace cpu

@@ -12,9 +12,9 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 
+#include "cpu/bf16_bits.h"
 #include "cpu/bf16_dot_gemm.h"
 #include "cpu/cpu_blas.h"
 
@@ -46,18 +46,10 @@ void for_each_row_block(int64_t B, bool raw_products, F&& f) {
   });
 }
 
-// Row-wise conversions between float32 and bfloat16 (round to nearest even and NaN to 0x7FC0,
-// as Tensor.to): the per-step slices of the sequence-long bfloat16 buffers, converted while
-// they are in cache. Written on the bits, without branches, so that the compiler vectorises
-// them (c10::BFloat16's constructor, with its NaN branch, stays scalar: it made these loops the
-// largest cost of a bfloat16 step at H = 128).
-inline uint16_t bf16_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  return (u & 0x7FFFFFFFu) > 0x7F800000u ? uint16_t(0x7FC0) : uint16_t(rounded);
-}
-
+// Row-wise conversions between float32 and bfloat16 (bf16_bits.h): the per-step slices of the
+// sequence-long bfloat16 buffers, converted while they are in cache (branch-free: with
+// c10::BFloat16's scalar conversion these loops were the largest cost of a bfloat16 step at
+// H = 128).
 template <typename S>
 inline void rows_to_bf16(int64_t R, int64_t n, const S* src, int64_t lds, at::BFloat16* dst,
                          int64_t ldd) {
@@ -76,12 +68,7 @@ inline void rows_from_bf16(int64_t R, int64_t n, const at::BFloat16* src, int64_
   for (int64_t r = 0; r < R; ++r) {
     const uint16_t* s = in + r * lds;
     D* d = dst + r * ldd;
-    for (int64_t i = 0; i < n; ++i) {
-      const uint32_t u = uint32_t(s[i]) << 16;
-      float f;
-      std::memcpy(&f, &u, sizeof f);
-      d[i] = D(f);
-    }
+    for (int64_t i = 0; i < n; ++i) d[i] = D(float_of_bf16_bits(s[i]));
   }
 }
 
@@ -174,12 +161,8 @@ struct RowProducts {
       } else {
         const uint16_t* const bits = reinterpret_cast<const uint16_t*>(c_lo);
         for (int64_t r = 0; r < R; ++r)
-          for (int64_t n = 0; n < N; ++n) {
-            const uint32_t u = uint32_t(bits[r * ld_lo + n]) << 16;
-            float f;
-            std::memcpy(&f, &u, sizeof f);
-            C[r * ldc + n] += f;
-          }
+          for (int64_t n = 0; n < N; ++n)
+            C[r * ldc + n] += float_of_bf16_bits(bits[r * ld_lo + n]);
       }
     } else {
       TORCH_INTERNAL_ASSERT(false, "bfloat16 products compute in float");
