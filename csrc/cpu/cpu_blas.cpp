@@ -26,20 +26,25 @@ struct Mkl {
   SetThreadsLocalFn set_threads_local = nullptr;
 };
 
-int as_int(int64_t v, const char* what) {
+// A size for the BLAS: 64 bits holding a value below 2^31, so that its address reads the same
+// value through a 32-bit (LP64) or a 64-bit (ILP64) interface on a little-endian CPU: a BLAS
+// of the other integer width than expected gets the right sizes rather than garbage.
+int64_t blas_int(int64_t v, const char* what) {
   TORCH_CHECK(v >= 0 && v <= INT_MAX, "gru_cuda CPU GEMM: ", what, " = ", v,
               " does not fit the BLAS's 32-bit sizes");
-  return static_cast<int>(v);
+  return v;
 }
 
 void sgemm_row(const Mkl& m, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A,
                int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
   const char ca = ta ? 'T' : 'N', cb = tb ? 'T' : 'N';
-  const int m_ = as_int(N, "N"), n_ = as_int(M, "M"), k_ = as_int(K, "K");
-  const int lda_ = as_int(lda, "lda"), ldb_ = as_int(ldb, "ldb"), ldc_ = as_int(ldc, "ldc");
+  const int64_t m_ = blas_int(N, "N"), n_ = blas_int(M, "M"), k_ = blas_int(K, "K");
+  const int64_t lda_ = blas_int(lda, "lda"), ldb_ = blas_int(ldb, "ldb");
+  const int64_t ldc_ = blas_int(ldc, "ldc");
+  auto p = [](const int64_t& v) { return reinterpret_cast<const int*>(&v); };
   const float one = 1.0f;
-  m.sgemm(&cb, &ca, &m_, &n_, &k_, &one, B, &ldb_, A, &lda_, &beta, C, &ldc_);
+  m.sgemm(&cb, &ca, p(m_), p(n_), p(k_), &one, B, p(ldb_), A, p(lda_), &beta, C, p(ldc_));
 }
 
 // The check product: small integers (exact in float32), both orders of the second operand.
@@ -73,9 +78,15 @@ const Mkl& mkl() {
       return m;
     void* lib = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
     if (lib == nullptr) return m;
-    // MKL's own entry points (not a generic sgemm_, whose integer width is not known).
-    if (dlsym(lib, "mkl_get_max_threads") == nullptr) return m;
-    m.sgemm = reinterpret_cast<SgemmFn>(dlsym(lib, "sgemm_"));
+    // MKL's own entry points (not a generic sgemm_), and sgemm_ from the same library (dlsym
+    // also searches the library's dependencies).
+    void* marker = dlsym(lib, "mkl_get_max_threads");
+    void* sgemm = dlsym(lib, "sgemm_");
+    Dl_info at_marker{}, at_sgemm{};
+    if (marker == nullptr || sgemm == nullptr || dladdr(marker, &at_marker) == 0 ||
+        dladdr(sgemm, &at_sgemm) == 0 || at_marker.dli_fbase != at_sgemm.dli_fbase)
+      return m;
+    m.sgemm = reinterpret_cast<SgemmFn>(sgemm);
     // The C entry point (by value); the lower-case name is the Fortran one (by pointer).
     m.set_threads_local =
         reinterpret_cast<SetThreadsLocalFn>(dlsym(lib, "MKL_Set_Num_Threads_Local"));

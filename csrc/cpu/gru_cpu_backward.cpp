@@ -62,10 +62,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
   const Tensor ones = at::ones({B, H}, opts);
   // U^T (3H, H): the products back through the recurrent kernel take a gate's rows of it.
   const Tensor Ut = U.t().contiguous();
-  const Tensor Ut_lo = bf16_rec ? prepared(rk_in, at::kBFloat16).t().contiguous() : Tensor();
+  // oneDNN's bfloat16 products (not the packed kernel's) read Ut_lo and write dr_lo.
+  const Tensor Ut_lo =
+      bf16_rec && !dot ? prepared(rk_in, at::kBFloat16).t().contiguous() : Tensor();
   // bfloat16 staging of the products' left operands and results (gru_cpu_rows.h).
   Tensor d_lo = bf16_rec ? at::empty({B, 3 * H}, opts.dtype(at::kBFloat16)) : Tensor();
-  Tensor dr_lo = bf16_rec ? at::empty({B, 3 * H}, opts.dtype(at::kBFloat16)) : Tensor();
+  Tensor dr_lo =
+      bf16_rec && !dot ? at::empty({B, 3 * H}, opts.dtype(at::kBFloat16)) : Tensor();
   // With bfloat16 weight-gradient products, bfloat16 copies of dgx and dgh, written row block by
   // row block right after each step's pass (while in cache; the per-step products read them
   // too) instead of one conversion pass over each afterwards.
@@ -87,9 +90,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
     using T_ = scalar_t;
     // d (R, gates of 3H) . U^T[gate rows]; in bfloat16 through Ut_lo, d_lo and dr_lo.
     RowProducts<T_> products(Ut.data_ptr<T_>(), H,
-                                   bf16_rec ? Ut_lo.data_ptr<at::BFloat16>() : nullptr,
+                                   Ut_lo.defined() ? Ut_lo.data_ptr<at::BFloat16>() : nullptr,
                                    bf16_rec ? d_lo.data_ptr<at::BFloat16>() : nullptr,
-                                   bf16_rec ? dr_lo.data_ptr<at::BFloat16>() : nullptr, 3 * H,
+                                   dr_lo.defined() ? dr_lo.data_ptr<at::BFloat16>() : nullptr,
+                                   3 * H,
                                    opts);
     if (Ut_pk.defined()) products.use_packed(reinterpret_cast<const uint16_t*>(Ut_pk.data_ptr()));
     const T_* const dY0 = dY.data_ptr<T_>();

@@ -134,10 +134,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
   Tensor hd = per_gate_rec ? at::empty({3, B, H}, opts) : Tensor();
   Tensor rh = reset_after ? Tensor() : at::empty({B, H}, opts);
   Tensor ghh = reset_after ? Tensor() : at::empty({B, H}, opts);
-  const Tensor U_lo = bf16_rec ? prepared(rk_in, at::kBFloat16) : Tensor();
+  // oneDNN's bfloat16 products (not the packed kernel's) read U_lo and write gh_lo.
+  const Tensor U_lo = bf16_rec && !dot ? prepared(rk_in, at::kBFloat16) : Tensor();
   // bfloat16 staging of the products' left operands and results (gru_cpu_rows.h).
   Tensor h_lo = bf16_rec ? at::empty({B, 3 * H}, opts.dtype(at::kBFloat16)) : Tensor();
-  Tensor gh_lo = bf16_rec ? at::empty({B, 3 * H}, opts.dtype(at::kBFloat16)) : Tensor();
+  Tensor gh_lo =
+      bf16_rec && !dot ? at::empty({B, 3 * H}, opts.dtype(at::kBFloat16)) : Tensor();
   const int n_gates_first = reset_after ? 3 : 2;
   const int act = static_cast<int>(activation), ract = static_cast<int>(recurrent_activation);
   const Isa isa = cpu_isa();
@@ -154,9 +156,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
     using T_ = scalar_t;
     // h (R, H) . U[:, gate columns]; in bfloat16 through U_lo, h_lo and gh_lo.
     RowProducts<T_> products(U.data_ptr<T_>(), 3 * H,
-                                   bf16_rec ? U_lo.data_ptr<at::BFloat16>() : nullptr,
+                                   U_lo.defined() ? U_lo.data_ptr<at::BFloat16>() : nullptr,
                                    bf16_rec ? h_lo.data_ptr<at::BFloat16>() : nullptr,
-                                   bf16_rec ? gh_lo.data_ptr<at::BFloat16>() : nullptr, 3 * H,
+                                   gh_lo.defined() ? gh_lo.data_ptr<at::BFloat16>() : nullptr,
+                                   3 * H,
                                    opts);
     if (U_pk.defined()) products.use_packed(reinterpret_cast<const uint16_t*>(U_pk.data_ptr()));
     T_* const gx0 = gx_lo ? nullptr : gx.data_ptr<T_>();

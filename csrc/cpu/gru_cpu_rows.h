@@ -25,6 +25,10 @@ namespace cpu {
 // batch runs as one block with multi-threaded products.
 constexpr int64_t kMinRowsPerBlock = 4;
 
+// A whole-batch bfloat16 product on the packed kernel is split across threads from this many
+// multiply-adds per thread (~5 us of vdpbf16ps, a few times a fork and join).
+constexpr int64_t kMinDotMacsPerThread = int64_t(1) << 19;
+
 // How many blocks of rows B is split into: one per thread, each of at least kMinRowsPerBlock
 // rows; one block without raw products or when already inside a parallel region.
 inline int64_t row_blocks(int64_t B, bool raw_products) {
@@ -127,11 +131,11 @@ struct RowProducts {
       c.addmm_(a, w);
   }
 
-  // As f32, in bfloat16 when W_lo is set (A is rows b0.. of the batch).
+  // As f32, in bfloat16 when W_lo or Wp is set (A is rows b0.. of the batch).
   void run(int64_t R, int64_t K, int64_t N, int64_t w_off, const T* A, int64_t lda, int64_t b0,
            T* C, int64_t ldc, float beta = 0.f) const {
     if constexpr (std::is_same_v<T, float>) {
-      if (W_lo != nullptr) {
+      if (W_lo != nullptr || Wp != nullptr) {
         at::BFloat16* a_lo = A_lo + b0 * ld_lo;
         rows_to_bf16(R, K, A, lda, a_lo, ld_lo);
         run_lo(R, K, N, w_off, a_lo, ld_lo, b0, C, ldc, beta);
@@ -141,16 +145,27 @@ struct RowProducts {
     f32(R, K, N, w_off, A, lda, C, ldc, beta);
   }
 
-  // The bfloat16 product of an A that is already bfloat16 (requires W_lo).
+  // The bfloat16 product of an A that is already bfloat16 (requires W_lo or Wp).
   void run_lo(int64_t R, int64_t K, int64_t N, int64_t w_off, const at::BFloat16* A, int64_t lda,
               int64_t b0, T* C, int64_t ldc, float beta = 0.f) const {
     if constexpr (std::is_same_v<T, float>) {
       const int64_t k0 = w_off / ldw, n0 = w_off % ldw;
       if (Wp != nullptr && k0 % 2 == 0 && K % 2 == 0) {
-        bf16_dot_gemm(R, N, K / 2, reinterpret_cast<const uint16_t*>(A), lda, Wp, Np, k0 / 2, n0,
-                      beta, C, ldc);
+        const uint16_t* a = reinterpret_cast<const uint16_t*>(A);
+        // One block for the whole batch (few rows, one thread, or inside a caller's parallel
+        // region): split a large product's 64-column tiles across the threads instead.
+        if (!at::in_parallel_region() && at::get_num_threads() > 1 &&
+            R * K * N >= kMinDotMacsPerThread * 2 && N > 64) {
+          at::parallel_for(0, (N + 63) / 64, 1, [&](int64_t t0, int64_t t1) {
+            const int64_t c0 = 64 * t0, c1 = std::min(N, 64 * t1);
+            bf16_dot_gemm(R, c1 - c0, K / 2, a, lda, Wp, Np, k0 / 2, n0 + c0, beta, C + c0, ldc);
+          });
+          return;
+        }
+        bf16_dot_gemm(R, N, K / 2, a, lda, Wp, Np, k0 / 2, n0, beta, C, ldc);
         return;
       }
+      TORCH_INTERNAL_ASSERT(W_lo != nullptr, "bfloat16 product without its oneDNN weight");
       at::BFloat16* c_lo = C_lo + b0 * ld_lo;
       const auto lo = opts.dtype(at::kBFloat16);
       at::Tensor c = at::from_blob(c_lo, {R, N}, {ld_lo, 1}, lo);

@@ -299,9 +299,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_impl(
       apply_input_mask<T>(grad_x, grad_x, ptr<T>(idm), false, stream);
   } else {
     Tensor xd = at::empty_like(xc);
-    Tensor tmp = at::empty_like(xc);
+    Tensor tmp = need_grad_x ? at::empty_like(xc) : Tensor();
     const Tensor xd_t = xd.view({TB, F}).t();
-    const Tensor tmp2 = tmp.view({TB, F});
+    const Tensor tmp2 = need_grad_x ? tmp.view({TB, F}) : Tensor();
     for (int64_t g = 0; g < 3; ++g) {  // xd and tmp are reused: the stream orders the work
       const T* m_g = ptr<T>(idm) + g * B * F;
       apply_input_mask<T>(xd, xc, m_g, false, stream);

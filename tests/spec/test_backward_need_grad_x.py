@@ -6,6 +6,7 @@ import torch
 
 from compare import assert_close_rel
 from problems import leaf_copies, make_problem, run_with_grads
+import gru_cuda.ops
 from gru_cuda import activations, functional, reference
 
 CASES = [dict(reset_after=True), dict(reset_after=False, mask=True),
@@ -35,6 +36,29 @@ def test_op_skips_grad_x(case):
     for a, e in zip(skipped[1:], full[1:]):
         torch.testing.assert_close(a, e, rtol=0, atol=0)
     torch.library.opcheck(torch.ops.gru_cuda.gru_backward.default, (*args, False))
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("x_requires_grad", [False, True])
+def test_autograd_passes_need_grad_x(reset_after, x_requires_grad, monkeypatch):
+    # What autograd asks of the op, float32 (the raw-product CPU path): need_grad_x is whether x
+    # requires a gradient.
+    seen = []
+
+    def recording(*args):
+        seen.append(args[-1])
+        return real(*args)
+
+    real = gru_cuda.ops.gru_backward
+    monkeypatch.setattr(gru_cuda.ops, "gru_backward", recording)
+    (x, k, u, b, h0), kw = make_problem(B=9, T=5, F=4, H=8, reset_after=reset_after,
+                                        dtype=torch.float32)
+    x.requires_grad_(x_requires_grad)
+    params = leaf_copies([k, u, b, h0])
+    out, st = functional.gru(x, *params, **kw)
+    (out.sum() + st.sum()).backward()
+    assert seen == [x_requires_grad]
+    assert (x.grad is not None) == x_requires_grad
 
 
 @pytest.mark.parametrize("reset_after", [True, False])

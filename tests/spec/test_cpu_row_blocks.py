@@ -7,7 +7,7 @@ import torch
 
 from compare import assert_close_rel
 from problems import leaf_copies, make_problem, run_with_grads
-from gru_cuda import _C, functional, reference
+from gru_cuda import _C, activations, functional, reference
 
 BLAS = ["aten"] + (["mkl"] if _C.cpu_blas() == "mkl" else [])
 
@@ -34,6 +34,8 @@ CASES = [
     dict(reset_after=False, mask="left_padded", go_backwards=True),
     dict(reset_after=True, input_dropout=3, recurrent_dropout=True, mask=True),
     dict(reset_after=False, input_dropout=1, recurrent_dropout=True, go_backwards=True),
+    # reset_after with go_backwards: dgh is indexed by processing step, dgx by input time.
+    dict(reset_after=True, mask=True, go_backwards=True),
 ]
 
 
@@ -94,12 +96,13 @@ def test_reduced_precision_outputs_per_step(dtype, reset_after, blas):
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
-@pytest.mark.parametrize("B,H", [(13, 24), (9, 70), (16, 7)])
+@pytest.mark.parametrize("B,H", [(13, 24), (9, 70), (16, 7), (3, 512)])
 def test_bfloat16_products_against_float64(case, B, H, blas):
     # Every size runs bfloat16 products with the packed AVX512-BF16 kernel (even H, CPUs with
     # bfloat16 dot products): row tiles of 4 plus remainders (blocks of 6 and 7 rows), columns
     # that end inside a 16-float vector (H = 70: 210 and 70 columns), gates that start at an
-    # even k. An odd H takes oneDNN's products instead.
+    # even k; B = 3 is one block, whose large products split their column tiles across the
+    # threads. An odd H takes oneDNN's products instead.
     case = dict(case)
     extra = {k: case.pop(k) for k in ("zero_output_for_mask", "go_backwards") if k in case}
     (x, k, u, b, h0), kw = make_problem(B=B, T=6, F=5, H=H, fan_in=True, **case)
@@ -116,3 +119,28 @@ def test_bfloat16_products_against_float64(case, B, H, blas):
     for name, a, e in zip(["x", "kernel", "recurrent_kernel", "bias", "initial_state"], grads,
                           grads_r):
         assert_close_rel(a, e, 3e-2, f"grad {name}")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_fake_kernels(dtype):
+    # The CPU op saves float32 states and workspace for bfloat16/float16 inputs; opcheck compares
+    # the fake kernels' dtypes, shapes and strides with the real outputs, forward and backward.
+    (x, k, u, b, h0), kw = make_problem(B=9, T=4, F=6, H=8, mask=True)
+    xt = x.transpose(0, 1).contiguous().to(dtype)
+    k, u, b, h0 = (t.to(dtype) for t in (k, u, b, h0))
+    mask = kw["mask"].transpose(0, 1).contiguous()
+    ids = activations.FUSED_IDS
+    fwd_args = (xt, k, u, b, h0, mask, None, None, True, ids["tanh"], ids["sigmoid"], False,
+                False, True)
+    out = torch.ops.gru_cuda.gru_forward(*fwd_args)
+    assert out[0].dtype == dtype and out[2].dtype == torch.float32
+    torch.library.opcheck(torch.ops.gru_cuda.gru_forward.default, fwd_args)
+    gy, gs = torch.randn_like(out[0]), torch.randn_like(out[1])
+    for need_grad_x in (True, False):
+        bwd_args = (gy, gs, xt, k, u, h0, out[2], out[3], mask, None, None, True, True,
+                    ids["tanh"], ids["sigmoid"], False, False, need_grad_x)
+        torch.library.opcheck(torch.ops.gru_cuda.gru_backward.default, bwd_args)
+    with pytest.raises(TypeError, match="workspace must have dtype"):
+        torch.ops.gru_cuda.gru_backward(gy, gs, xt, k, u, h0, out[2], out[3].to(dtype), mask,
+                                        None, None, True, True, ids["tanh"], ids["sigmoid"],
+                                        False, False)
