@@ -21,10 +21,9 @@ void check_shape(const at::Tensor& t, at::IntArrayRef expected, const char* name
 
 }  // namespace
 
-at::ScalarType saved_dtype(const at::Tensor& x) {
+at::ScalarType cpu_saved_dtype(const at::Tensor& x) {
   const at::ScalarType t = x.scalar_type();
-  const bool reduced = t == at::kBFloat16 || t == at::kHalf;
-  return reduced && x.device().is_cpu() ? at::kFloat : t;
+  return t == at::kBFloat16 || t == at::kHalf ? at::kFloat : t;
 }
 
 GruSizes check_forward_args(const at::Tensor& x, const at::Tensor& kernel,
@@ -86,14 +85,12 @@ GruSizes check_forward_args(const at::Tensor& x, const at::Tensor& kernel,
 
 void check_backward_args(const GruSizes& s, const at::Tensor& grad_outputs,
                          const at::Tensor& grad_final_state, const at::Tensor& states,
-                         const at::Tensor& workspace, bool reset_after, const at::Tensor& x) {
+                         const at::Tensor& workspace, bool reset_after, const at::Tensor& x,
+                         at::ScalarType saved) {
   check_same(x, grad_outputs, "grad_outputs");
   check_shape(grad_outputs, {s.T, s.B, s.H}, "grad_outputs");
   check_same(x, grad_final_state, "grad_final_state");
   check_shape(grad_final_state, {s.B, s.H}, "grad_final_state");
-  // The CPU op saves states and workspace of bfloat16/float16 inputs in float32, the dtype it
-  // computes them in (saved_dtype); the CUDA kernels save them in x's dtype.
-  const at::ScalarType saved = saved_dtype(x);
   for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{states, "states"},
                                 {workspace, "workspace"}}) {
     TORCH_CHECK_TYPE(t.scalar_type() == saved, "gru: ", name, " must have dtype ", saved,

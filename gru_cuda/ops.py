@@ -66,8 +66,9 @@ def _cpu_batch_major(x) -> bool:
 
 
 def _saved_dtype(x) -> torch.dtype:
-    """The dtype of the saved states and workspace (saved_dtype in csrc/gru_checks.h): the CPU op
-    keeps bfloat16/float16 inputs' in float32, the dtype it computes them in."""
+    """The dtype of the saved states and workspace: the CPU op keeps those of bfloat16/float16
+    inputs in float32, the dtype it computes them in (cpu_saved_dtype in csrc/gru_checks.h);
+    the CUDA kernels save x's dtype."""
     if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
         return torch.float32
     return x.dtype

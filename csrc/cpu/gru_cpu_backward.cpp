@@ -31,7 +31,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
   const GruSizes s = check_forward_args(x_in, kernel_in, rk_in, std::nullopt, h0_in, mask_in,
                                         idm_in, rdm_in, reset_after, activation,
                                         recurrent_activation);
-  check_backward_args(s, grad_outputs_in, grad_final_in, states_in, ws_in, reset_after, x_in);
+  check_backward_args(s, grad_outputs_in, grad_final_in, states_in, ws_in, reset_after, x_in,
+                      cpu_saved_dtype(x_in));
   const int64_t T = s.T, B = s.B, F = s.F, H = s.H;
   const at::ScalarType out_type = x_in.scalar_type(), ct = compute_type(out_type);
   // bfloat16 inputs (as in the forward): the per-step products and, without dropout, the

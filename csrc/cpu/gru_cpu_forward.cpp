@@ -246,7 +246,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
     states = at::empty({0}, opts);
     ws = at::empty({0}, opts);
   }
-  // states and workspace stay in the compute dtype (saved_dtype in gru_checks.h).
+  // states and workspace stay in the compute dtype (cpu_saved_dtype in gru_checks.h).
   return {outputs, final_state.to(out_type), states, ws};
 }
 

@@ -371,7 +371,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cuda(
   const GruSizes sz = check_forward_args(x, kernel, recurrent_kernel, std::nullopt, h0, mask,
                                          input_dropout_mask, recurrent_dropout_mask, reset_after,
                                          activation, recurrent_activation);
-  check_backward_args(sz, grad_outputs, grad_final_state, states, workspace, reset_after, x);
+  // The kernels save states and workspace in x's dtype.
+  check_backward_args(sz, grad_outputs, grad_final_state, states, workspace, reset_after, x,
+                      x.scalar_type());
   check_cuda_input(x);
   const c10::cuda::CUDAGuard guard(x.device());
   // The GEMMs write into buffers of the compute dtype: autocast must not retype them.
