@@ -80,23 +80,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
   const Isa isa = cpu_isa();
 
   // U^T packed in k-pairs for bf16_dot_gemm.
-  Tensor Ut_pk;
-  if (bf16_rec && dot) {
-    Ut_pk = at::empty({3 * H / 2 * bf16_packed_cols(H) * 2}, opts.dtype(at::kShort));
-    bf16_pack_pairs(Ut.data_ptr<float>(), 3 * H, H, H,
-                    reinterpret_cast<uint16_t*>(Ut_pk.data_ptr()));
-  }
+  const Tensor Ut_pk = bf16_rec && dot ? pack_bf16_pairs(Ut) : Tensor();
 
   AT_DISPATCH_FLOATING_TYPES(ct, "gru_backward_cpu", [&] {
     using T_ = scalar_t;
     // d (R, gates of 3H) . U^T[gate rows]; in bfloat16 through Ut_lo, d_lo and dr_lo.
-    RowProducts<T_> products(Ut.data_ptr<T_>(), H,
-                                   Ut_lo.defined() ? Ut_lo.data_ptr<at::BFloat16>() : nullptr,
-                                   bf16_rec ? d_lo.data_ptr<at::BFloat16>() : nullptr,
-                                   dr_lo.defined() ? dr_lo.data_ptr<at::BFloat16>() : nullptr,
-                                   3 * H,
-                                   opts);
-    if (Ut_pk.defined()) products.use_packed(reinterpret_cast<const uint16_t*>(Ut_pk.data_ptr()));
+    const RowProducts<T_> products(Ut, Ut_lo, d_lo, dr_lo, Ut_pk, 3 * H);
     const T_* const dY0 = dY.data_ptr<T_>();
     const T_* const st0 = states.data_ptr<T_>();
     const T_* const ws0 = ws.data_ptr<T_>();

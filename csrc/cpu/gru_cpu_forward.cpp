@@ -145,23 +145,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
   const Isa isa = cpu_isa();
 
   // U packed in k-pairs for bf16_dot_gemm.
-  Tensor U_pk;
-  if (bf16_rec && dot) {
-    U_pk = at::empty({(H + 1) / 2 * bf16_packed_cols(3 * H) * 2}, opts.dtype(at::kShort));
-    bf16_pack_pairs(U.data_ptr<float>(), H, 3 * H, 3 * H,
-                    reinterpret_cast<uint16_t*>(U_pk.data_ptr()));
-  }
+  const Tensor U_pk = bf16_rec && dot ? pack_bf16_pairs(U) : Tensor();
 
   AT_DISPATCH_FLOATING_TYPES(ct, "gru_forward_cpu", [&] {
     using T_ = scalar_t;
     // h (R, H) . U[:, gate columns]; in bfloat16 through U_lo, h_lo and gh_lo.
-    RowProducts<T_> products(U.data_ptr<T_>(), 3 * H,
-                                   U_lo.defined() ? U_lo.data_ptr<at::BFloat16>() : nullptr,
-                                   bf16_rec ? h_lo.data_ptr<at::BFloat16>() : nullptr,
-                                   gh_lo.defined() ? gh_lo.data_ptr<at::BFloat16>() : nullptr,
-                                   3 * H,
-                                   opts);
-    if (U_pk.defined()) products.use_packed(reinterpret_cast<const uint16_t*>(U_pk.data_ptr()));
+    const RowProducts<T_> products(U, U_lo, h_lo, gh_lo, U_pk, 3 * H);
     T_* const gx0 = gx_lo ? nullptr : gx.data_ptr<T_>();
     const at::BFloat16* const gx0_lo = gx_lo ? gx.data_ptr<at::BFloat16>() : nullptr;
     T_* const out0 = out_lo ? out_f.data_ptr<T_>() : outputs.data_ptr<T_>();

@@ -76,6 +76,15 @@ inline void rows_from_bf16(int64_t R, int64_t n, const at::BFloat16* src, int64_
   }
 }
 
+// W (K, N), float32 contiguous, packed in k-pairs for bf16_dot_gemm (int16 storage).
+inline at::Tensor pack_bf16_pairs(const at::Tensor& W) {
+  const int64_t K = W.size(0), N = W.size(1);
+  at::Tensor packed =
+      at::empty({(K + 1) / 2 * bf16_packed_cols(N) * 2}, W.options().dtype(at::kShort));
+  bf16_pack_pairs(W.data_ptr<float>(), K, N, N, reinterpret_cast<uint16_t*>(packed.data_ptr()));
+  return packed;
+}
+
 // Products of a block of rows with a weight matrix W (rows, ldw), row-major:
 // C (R, N) (+)= A (R, K) . W[k0 : k0 + K, n0 : n0 + N], where w_off = k0 * ldw + n0 (the
 // forward: W = U, a gate's columns; the backward: W = U^T, a gate's rows). On raw BLAS pointers
@@ -106,10 +115,21 @@ struct RowProducts {
       : W(w), ldw(ld_w), W_lo(w_lo), A_lo(a_lo), C_lo(c_lo), ld_lo(ld_staging), opts(o),
         raw_f32(std::is_same_v<T, float> && cpu_blas_available()) {}
 
-  // Use the packed weight (packed: bf16_pack_pairs of all of W, (rows, ldw)).
-  void use_packed(const uint16_t* packed) {
-    Wp = packed;
-    Np = bf16_packed_cols(ldw);
+  // From tensors, any of the last four undefined: w (K, ldw) contiguous in T; w_lo the same
+  // in bfloat16 (oneDNN's products); a_lo / c_lo the staging buffers (B, ld_staging);
+  // w_packed = pack_bf16_pairs(w) (the packed kernel's products).
+  RowProducts(const at::Tensor& w, const at::Tensor& w_lo, const at::Tensor& a_lo,
+              const at::Tensor& c_lo, const at::Tensor& w_packed, int64_t ld_staging)
+      : RowProducts(w.data_ptr<T>(), w.size(1), bf16_ptr(w_lo), bf16_ptr(a_lo), bf16_ptr(c_lo),
+                    ld_staging, w.options()) {
+    if (w_packed.defined()) {
+      Wp = reinterpret_cast<const uint16_t*>(w_packed.data_ptr());
+      Np = bf16_packed_cols(ldw);
+    }
+  }
+
+  static at::BFloat16* bf16_ptr(const at::Tensor& t) {
+    return t.defined() ? t.data_ptr<at::BFloat16>() : nullptr;
   }
 
   bool raw() const { return raw_f32; }
