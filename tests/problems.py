@@ -146,3 +146,32 @@ def problem_from_config(cfg, **defaults):
     args, kw = make_problem(**{**defaults, **build})
     kw.update({k: cfg[k] for k in OPTION_NAMES if k in cfg})
     return args, kw
+
+
+def compare(problem, kw, *, dtype=torch.float64, rtol=1e-10, grad_rtol=1e-10):
+    """gru_cuda.functional.gru in `dtype` against the float64 reference on the same
+    (dtype-rounded) inputs: outputs, final state and every gradient within the given relative
+    tolerances (compare.assert_close_rel). `problem` = make_problem(...); `kw` adds or overrides
+    keyword arguments. Returns the reference's (outputs, final_state)."""
+    from compare import assert_close_rel
+    from gru_cuda import functional, reference
+
+    args, base_kw = problem
+    kw = {**base_kw, **kw}
+    if dtype != torch.float64:
+        for k in ("input_dropout_mask", "recurrent_dropout_mask"):
+            if kw.get(k) is not None:
+                kw[k] = kw[k].to(dtype)
+    out_f, st_f, g_f = run_with_grads(functional.gru, leaf_copies(args, dtype), kw)
+    kw64 = {k: (v.to(torch.float64) if torch.is_tensor(v) and v.is_floating_point() else v)
+            for k, v in kw.items()}
+    # The reference sees the same (dtype-rounded) inputs: only the arithmetic differs.
+    rounded = [None if a is None else a.to(dtype) for a in args]
+    out_r, st_r, g_r = run_with_grads(reference.gru, leaf_copies(rounded, torch.float64), kw64)
+    assert out_f.dtype == dtype and st_f.dtype == dtype
+    assert_close_rel(out_f, out_r, rtol, "outputs")
+    assert_close_rel(st_f, st_r, rtol, "final_state")
+    names = [n for n, a in zip(ARG_NAMES, args) if a is not None]
+    for name, a, b in zip(names, g_f, g_r):
+        assert_close_rel(a, b, grad_rtol, f"grad {name}")
+    return out_r, st_r

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from compare import assert_close_rel
-from problems import leaf_copies, make_problem, run_with_grads
+from problems import compare, leaf_copies, make_problem, run_with_grads
 from gru_cuda import _C, activations, functional, reference
 
 BLAS = ["aten"] + (["mkl"] if _C.cpu_blas() == "mkl" else [])
@@ -44,18 +44,11 @@ CASES = [
 def test_row_blocks_against_float64(case, B, blas, threads):
     case = dict(case)
     extra = {k: case.pop(k) for k in ("zero_output_for_mask", "go_backwards") if k in case}
-    (x, k, u, b, h0), kw = make_problem(B=B, T=7, F=5, H=24, fan_in=True, **case)
-    kw.update(extra)
-    args = [t.float() for t in (x, k, u, b, h0)]
+    problem = make_problem(B=B, T=7, F=5, H=24, fan_in=True, **case)
+    out_r, st_r = compare(problem, extra, dtype=torch.float32, rtol=1e-5, grad_rtol=1e-5)
+    args = [t.float() for t in problem[0]]
     kw32 = {n: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v)
-            for n, v in kw.items()}
-    out, st, grads = run_with_grads(functional.gru, leaf_copies(args), kw32)
-    out_r, st_r, grads_r = run_with_grads(reference.gru, leaf_copies(args, torch.float64), kw)
-    assert_close_rel(out, out_r, 1e-5, "outputs")
-    assert_close_rel(st, st_r, 1e-5, "final_state")
-    for name, a, e in zip(["x", "kernel", "recurrent_kernel", "bias", "initial_state"], grads,
-                          grads_r):
-        assert_close_rel(a, e, 1e-5, f"grad {name}")
+            for n, v in {**problem[1], **extra}.items()}
     with torch.no_grad():  # inference writes no workspace: its own loop
         out_i, st_i = functional.gru(*args, **kw32)
     assert_close_rel(out_i, out_r, 1e-5, "inference outputs")
@@ -105,20 +98,8 @@ def test_bfloat16_products_against_float64(case, B, H, blas):
     # threads. An odd H takes oneDNN's products instead.
     case = dict(case)
     extra = {k: case.pop(k) for k in ("zero_output_for_mask", "go_backwards") if k in case}
-    (x, k, u, b, h0), kw = make_problem(B=B, T=6, F=5, H=H, fan_in=True, **case)
-    kw.update(extra)
-    args = [t.bfloat16() for t in (x, k, u, b, h0)]
-    kw16 = {n: (v.bfloat16() if torch.is_tensor(v) and v.is_floating_point() else v)
-            for n, v in kw.items()}
-    out, st, grads = run_with_grads(functional.gru, leaf_copies(args), kw16)
-    kw64 = {n: (v.double() if torch.is_tensor(v) and v.is_floating_point() else v)
-            for n, v in kw16.items()}
-    out_r, st_r, grads_r = run_with_grads(reference.gru, leaf_copies(args, torch.float64), kw64)
-    assert_close_rel(out, out_r, 2e-2, "outputs")
-    assert_close_rel(st, st_r, 2e-2, "final_state")
-    for name, a, e in zip(["x", "kernel", "recurrent_kernel", "bias", "initial_state"], grads,
-                          grads_r):
-        assert_close_rel(a, e, 3e-2, f"grad {name}")
+    compare(make_problem(B=B, T=6, F=5, H=H, fan_in=True, **case), extra, dtype=torch.bfloat16,
+            rtol=2e-2, grad_rtol=3e-2)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

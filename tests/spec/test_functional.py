@@ -5,8 +5,7 @@ import itertools
 import pytest
 import torch
 
-from compare import assert_close_rel
-from problems import leaf_copies, make_problem, run_with_grads
+from problems import compare, make_problem
 from gru_cuda import activations, functional, reference
 
 OPTION_GRID = list(itertools.product(
@@ -18,28 +17,6 @@ OPTION_GRID = list(itertools.product(
     [0, 1, 3],       # input dropout: none, shared (B,F), per gate (3,B,F)
     [False, True],   # recurrent dropout
 ))
-
-
-def compare(problem, kw, *, dtype=torch.float64, rtol=1e-10, grad_rtol=1e-10):
-    args, base_kw = problem
-    kw = {**base_kw, **kw}
-    if dtype != torch.float64:
-        for k in ("input_dropout_mask", "recurrent_dropout_mask"):
-            if kw.get(k) is not None:
-                kw[k] = kw[k].to(dtype)
-    out_f, st_f, g_f = run_with_grads(functional.gru, leaf_copies(args, dtype), kw)
-    kw64 = {k: (v.to(torch.float64) if torch.is_tensor(v) and v.is_floating_point() else v)
-            for k, v in kw.items()}
-    # The reference sees the same (dtype-rounded) inputs: only the arithmetic differs.
-    rounded = [None if a is None else a.to(dtype) for a in args]
-    out_r, st_r, g_r = run_with_grads(reference.gru, leaf_copies(rounded, torch.float64), kw64)
-    assert out_f.dtype == dtype and st_f.dtype == dtype
-    assert_close_rel(out_f, out_r, rtol, "outputs")
-    assert_close_rel(st_f, st_r, rtol, "final_state")
-    names = [n for n, a in zip(["x", "kernel", "recurrent_kernel", "bias", "initial_state"], args)
-             if a is not None]
-    for name, a, b in zip(names, g_f, g_r):
-        assert_close_rel(a, b, grad_rtol, f"grad {name}")
 
 
 @pytest.mark.parametrize("reset_after,go_backwards,time_major,mask,zero_out,in_drop,rec_drop",
