@@ -45,6 +45,7 @@
 
 #include "common/activations.h"
 #include "cpu/cpu_blas.h"
+#include "cpu/buffer_pool.h"
 #include "cpu/cpu_isa.h"
 #include "gru_persistent_pybind.h"
 
@@ -110,6 +111,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_blas", [] { return std::string(gru_cuda::cpu::cpu_blas_name()); },
         "Products of the CPU recurrences: 'mkl' (raw single-threaded GEMMs, batch rows split "
         "across threads) or 'aten' (whole-batch at::mm; no MKL, or GRU_CUDA_CPU_BLAS=aten).");
+  m.def("cpu_buffer_pool_idle_bytes", &gru_cuda::cpu::buffer_pool_idle_bytes,
+        "Bytes of idle buffers the CPU ops keep for their next call "
+        "(GRU_CUDA_CPU_BUFFER_POOL_MB caps them; default 256).");
+  m.def("cpu_buffer_pool_release", &gru_cuda::cpu::buffer_pool_release,
+        "Frees the idle buffers the CPU ops keep for their next call.");
   gru_cuda::persistent::register_pybind(m);  // kernel paths, forced path, capacity model
 #ifdef GRU_CUDA_WITH_CUDA
   m.def("cuda_device_capacity", &gru_cuda::cuda_device_capacity, pybind11::arg("device"),

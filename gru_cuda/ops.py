@@ -60,7 +60,8 @@ def _check_forward_fake(x, kernel, recurrent_kernel, bias, h0, mask, idm, rdm, r
 
 def _cpu_batch_major(x) -> bool:
     """The CPU op reads an x that is the (T, B, F) view of a contiguous (B, T, F) tensor in place
-    and returns its outputs with the same layout (is_batch_major in csrc/cpu/gru_cpu_ops.h)."""
+    and returns its outputs (gru_backward: grad_x) in the same layout (is_batch_major in
+    csrc/cpu/gru_cpu_ops.h)."""
     return (x.device.type == "cpu" and x.dim() == 3 and not x.is_contiguous()
             and x.transpose(0, 1).is_contiguous())
 
@@ -120,7 +121,13 @@ def _gru_backward_fake(grad_outputs, grad_final_state, x, kernel, recurrent_kern
         grad_bias = x.new_empty((2, 3 * H) if reset_after else (3 * H,))
     else:
         grad_bias = x.new_empty((0,))
-    return (x.new_empty(x.shape if need_grad_x else (0,)), kernel.new_empty(kernel.shape),
+    if not need_grad_x:
+        grad_x = x.new_empty((0,))
+    elif _cpu_batch_major(x):  # the CPU op writes grad_x in x's layout
+        grad_x = x.new_empty((B, T, x.shape[2])).transpose(0, 1)
+    else:
+        grad_x = x.new_empty(x.shape)
+    return (grad_x, kernel.new_empty(kernel.shape),
             recurrent_kernel.new_empty(recurrent_kernel.shape), grad_bias, h0.new_empty(h0.shape))
 
 

@@ -13,6 +13,8 @@
 #include "cpu/gru_cpu_ops.h"
 #include "cpu/gru_cpu_rows.h"
 #include "cpu/gru_cpu_steps.h"
+#include "cpu/buffer_pool.h"
+#include "cpu/step_layout.h"
 #include "gru_checks.h"
 
 namespace gru_cuda {
@@ -30,8 +32,8 @@ Tensor input_projection(const Tensor& x, const Tensor& W, const OptTensor& b_i,
                         const OptTensor& idm, int64_t H, bool batch_major) {
   const int64_t rows = x.size(0) * x.size(1), F = x.size(2);
   auto per_row = [&](const Tensor& m) { return batch_major ? m.unsqueeze(1) : m; };
+  Tensor gx = pooled_empty({rows, 3 * H}, x.options());  // read only within the op
   if (idm.has_value() && idm->dim() == 3) {  // one mask per gate: one GEMM per gate block
-    Tensor gx = at::empty({rows, 3 * H}, x.options());
     for (int64_t g = 0; g < 3; ++g) {
       const Tensor xg = (x * per_row((*idm)[g])).view({rows, F});
       gx.narrow(1, g * H, H).copy_(at::mm(xg, W.narrow(1, g * H, H)));
@@ -40,7 +42,12 @@ Tensor input_projection(const Tensor& x, const Tensor& W, const OptTensor& b_i,
     return gx;
   }
   const Tensor xin = idm.has_value() ? (x * per_row(*idm)).view({rows, F}) : x.view({rows, F});
-  return b_i.has_value() ? at::addmm(*b_i, xin, W) : at::mm(xin, W);
+  if (b_i.has_value()) {
+    at::addmm_out(gx, *b_i, xin, W);
+  } else {
+    at::mm_out(gx, xin, W);
+  }
+  return gx;
 }
 
 // Rows b0.. of step `step` of the (T, B, H) outputs (bfloat16 or float16, any strides) from R
@@ -97,15 +104,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
   // float32 block (out_f, two steps: a masked row repeats the previous output) while in cache.
   const bool out_lo = out_type != ct;
   const auto out_opts = x_in.options().dtype(out_type);
-  Tensor outputs = batch_major ? at::empty({B, T, H}, out_opts).transpose(0, 1)
-                               : at::empty({T, B, H}, out_opts);
+  Tensor outputs = empty_steps(T, B, H, batch_major, out_opts);
   Tensor out_f = out_lo ? at::empty({2, B, H}, opts) : Tensor();
   // With save_for_backward the per-step states and workspace are the saved tensors; otherwise
   // two state buffers and one workspace block are reused across steps.
-  Tensor states = save_for_backward ? at::empty({T, B, H}, opts) : at::empty({2, B, H}, opts);
+  // The saved ones come from the buffer pool (buffer_pool.h): the backward returns them.
+  Tensor states = save_for_backward ? pooled_empty({T, B, H}, opts) : at::empty({2, B, H}, opts);
   // Inference with reset_after=True writes no workspace at all; reset_after=False reuses one
   // block (its second phase reads the first's z).
-  Tensor ws = save_for_backward ? at::empty({T, B, ws_width}, opts)
+  Tensor ws = save_for_backward ? pooled_empty({T, B, ws_width}, opts)
               : reset_after     ? at::empty({0}, opts)
                                 : at::empty({1, B, ws_width}, opts);
 

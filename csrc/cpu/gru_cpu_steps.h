@@ -56,6 +56,7 @@ template <typename T>
 struct BackwardStep {
   int64_t B, H;
   const T* dy;        // (B, H) gradient of this step's output
+  int64_t dy_row;     // row stride of dy: H, or T * H for a batch-major gradient
   T* dh;              // (B, H) in: gradient w.r.t. state_s; out: partial gradient w.r.t. state_{s-1}
   T* dcarry;          // (B, H) gradient flowing into out_s from later masked steps (in/out)
   const T* h;         // (B, H) state_{s-1}
@@ -64,7 +65,8 @@ struct BackwardStep {
   int64_t ws_width;
   const bool* valid;  // (B) or nullptr
   bool zero_out;
-  T* dgx;             // (B, 3H) gradient w.r.t. the input projection (row stride 3H)
+  T* dgx;             // (B, 3H) gradient w.r.t. the input projection
+  int64_t dgx_row;    // row stride of dgx: 3H, or T * 3H when stored batch-major (as x)
   T* dgh;             // (B, 3H) gradient w.r.t. the recurrent products (row stride 3H)
   const T* drh;       // reset_after=False phase 2: (B, H) da_h U_h^T
   Isa isa;

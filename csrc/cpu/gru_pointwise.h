@@ -179,11 +179,12 @@ void forward_reset_before_candidate(const ForwardStep<T>& p) {
 template <typename T>
 inline void backward_masked_row(const BackwardStep<T>& p, int64_t b, T* dgh) {
   const int64_t H = p.H, o = b * H;
+  const T* dy = p.dy + b * p.dy_row;
   for (int64_t j = 0; j < H; ++j) {
-    const T g = p.dy[o + j] + p.dcarry[o + j];
+    const T g = dy[j] + p.dcarry[o + j];
     p.dcarry[o + j] = p.zero_out ? T(0) : g;
   }
-  T* dgx = p.dgx + b * 3 * H;
+  T* dgx = p.dgx + b * p.dgx_row;
   for (int64_t j = 0; j < 3 * H; ++j) dgx[j] = T(0);
   if (dgh != nullptr)
     for (int64_t j = 0; j < 3 * H; ++j) dgh[j] = T(0);
@@ -215,9 +216,9 @@ void backward_reset_after(const BackwardStep<T>& p) {
   for_each_row(p.B, H, [&](int64_t b) {
     const int64_t o = b * H;
     if (!row_valid<T>(p.valid, b)) return backward_masked_row(p, b, p.dgh + b * 3 * H);
-    backward_reset_after_row<T, A, R>(H, p.dy + o, p.dh + o, p.dcarry + o, p.h + o,
-                                           p.ws + b * p.ws_width, p.dgx + b * 3 * H,
-                                           p.dgh + b * 3 * H);
+    backward_reset_after_row<T, A, R>(H, p.dy + b * p.dy_row, p.dh + o, p.dcarry + o, p.h + o,
+                                      p.ws + b * p.ws_width, p.dgx + b * p.dgx_row,
+                                      p.dgh + b * 3 * H);
   });
 }
 
@@ -243,8 +244,9 @@ void backward_reset_before_candidate(const BackwardStep<T>& p) {
   for_each_row(p.B, H, [&](int64_t b) {
     const int64_t o = b * H;
     if (!row_valid<T>(p.valid, b)) return backward_masked_row<T>(p, b, nullptr);
-    backward_reset_before_candidate_row<T, A, R>(H, p.dy + o, p.dh + o, p.dcarry + o, p.h + o,
-                                                      p.ws + b * p.ws_width, p.dgx + b * 3 * H);
+    backward_reset_before_candidate_row<T, A, R>(H, p.dy + b * p.dy_row, p.dh + o, p.dcarry + o,
+                                                 p.h + o, p.ws + b * p.ws_width,
+                                                 p.dgx + b * p.dgx_row);
   });
 }
 
@@ -269,7 +271,8 @@ void backward_reset_before_gates(const BackwardStep<T>& p, const T* ones) {
     if (!row_valid<T>(p.valid, b)) return;  // dgx row already zero, dh already carried
     const int64_t o = b * H;
     backward_reset_before_gates_row<T, R>(H, p.drh + o, p.h + o, p.q_h ? p.q_h + o : ones,
-                                             p.ws + b * p.ws_width, p.dgx + b * 3 * H + H, p.dh + o);
+                                          p.ws + b * p.ws_width, p.dgx + b * p.dgx_row + H,
+                                          p.dh + o);
   });
 }
 

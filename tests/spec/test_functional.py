@@ -45,10 +45,11 @@ ACTIVATION_PAIRS = sorted({(a, "sigmoid") for a in activations.FUSED_NAMES}
 @pytest.mark.parametrize("activation,recurrent_activation", ACTIVATION_PAIRS)
 def test_activation_pairs(reset_after, activation, recurrent_activation):
     # Small weights, inputs and initial state keep unbounded pairs (an exponential update gate
-    # feeds the state back through exp) in a sane range.
+    # feeds the state back through exp) in a sane range: at 0.3 about 1 seed in 12 overflowed to
+    # inf in both implementations for some pair; at 0.2 none of 300 seeds x 52 pairs did.
     (x, k, u, b, h0), kw = make_problem(reset_after=reset_after, mask=True, recurrent_dropout=True,
-                                        scale=0.3)
-    problem = ((x * 0.3, k, u, b, h0 * 0.1), kw)
+                                        scale=0.2)
+    problem = ((x * 0.2, k, u, b, h0 * 0.1), kw)
     compare(problem, dict(activation=activation, recurrent_activation=recurrent_activation),
             rtol=1e-9, grad_rtol=1e-9)
 
