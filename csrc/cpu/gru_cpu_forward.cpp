@@ -25,11 +25,12 @@ using OptTensor = std::optional<Tensor>;
 
 namespace {
 
-// The input projection with the input dropout masks: (rows, 3H), input biases included, rows
-// in the order of x: x is (T, B, F) contiguous, or (B, T, F) contiguous when batch_major (the
-// (B, F) masks then broadcast over its second dimension).
-Tensor input_projection(const Tensor& x, const Tensor& W, const OptTensor& b_i,
-                        const OptTensor& idm, int64_t H, bool batch_major) {
+// The input projection with the input dropout masks: (rows, 3H), rows in the order of x: x is
+// (T, B, F) contiguous, or (B, T, F) contiguous when batch_major (the (B, F) masks then
+// broadcast over its second dimension). No bias: the pointwise passes add b_i as they read it
+// (ForwardStep::bx), instead of a broadcast copy of it into every row before the product.
+Tensor input_projection(const Tensor& x, const Tensor& W, const OptTensor& idm, int64_t H,
+                        bool batch_major) {
   const int64_t rows = x.size(0) * x.size(1), F = x.size(2);
   auto per_row = [&](const Tensor& m) { return batch_major ? m.unsqueeze(1) : m; };
   Tensor gx = pooled_empty({rows, 3 * H}, x.options());  // read only within the op
@@ -38,16 +39,10 @@ Tensor input_projection(const Tensor& x, const Tensor& W, const OptTensor& b_i,
       const Tensor xg = (x * per_row((*idm)[g])).view({rows, F});
       gx.narrow(1, g * H, H).copy_(at::mm(xg, W.narrow(1, g * H, H)));
     }
-    if (b_i.has_value()) gx.add_(*b_i);
     return gx;
   }
   const Tensor xin = idm.has_value() ? (x * per_row(*idm)).view({rows, F}) : x.view({rows, F});
-  if (b_i.has_value()) {
-    at::addmm_out(gx, *b_i, xin, W);
-  } else {
-    at::mm_out(gx, xin, W);
-  }
-  return gx;
+  return at::mm_out(gx, xin, W);
 }
 
 // Rows b0.. of step `step` of the (T, B, H) outputs (bfloat16 or float16, any strides) from R
@@ -116,19 +111,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
               : reset_after     ? at::empty({0}, opts)
                                 : at::empty({1, B, ws_width}, opts);
 
-  OptTensor b_i;
-  // The recurrent bias (zeros without one) and a row of ones (no recurrent dropout) keep the
-  // pointwise loops free of per-element branches.
-  Tensor b_h = at::zeros({3 * H}, opts);
+  // The input and recurrent biases (zeros without one) and a row of ones (no recurrent dropout)
+  // keep the pointwise loops free of per-element branches.
+  Tensor b_x = at::zeros({3 * H}, opts), b_h = at::zeros({3 * H}, opts);
   if (bias.has_value()) {
-    b_i = reset_after ? (*bias)[0] : *bias;
+    b_x = (reset_after ? (*bias)[0] : *bias).contiguous();
     if (reset_after) b_h = (*bias)[1].contiguous();
-    if (bf16_in) b_i = b_i->to(at::kBFloat16);
   }
   const Tensor ones = at::ones({B, H}, opts);
   // A bfloat16 projection stays bfloat16: each step converts its rows while they are in cache
   // (into gx_f, one (B, 3H) block), instead of one pass over a sequence-long float32 copy.
-  const Tensor proj = input_projection(x, W, b_i, idm, H, batch_major);
+  const Tensor proj = input_projection(x, W, idm, H, batch_major);
   const bool gx_lo = proj.scalar_type() != ct;
   Tensor gx_f = gx_lo ? at::empty({B, 3 * H}, opts) : Tensor();
   const Tensor gx = batch_major ? proj.view({B, T, 3 * H}).transpose(0, 1)
@@ -168,7 +161,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
     T_* const ws0 = ws.numel() > 0 ? ws.data_ptr<T_>() : nullptr;
     const T_* const rdm0 = per_gate_rec ? rdm->data_ptr<T_>() : nullptr;
     const bool* const mask0 = mask.has_value() ? mask->data_ptr<bool>() : nullptr;
-    const int64_t gx_t = gx.stride(0), BH = B * H;
+    const int64_t gx_t = gx.stride(0), gx_b = gx.stride(1), BH = B * H;
 
     // The whole recurrence of batch rows [b0, b1): rows never read other rows, so blocks of
     // rows run on separate threads with no barrier between steps (docs/cpu.md).
@@ -177,11 +170,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
       ForwardStep<T_> p{};
       p.B = R;
       p.H = H;
+      p.bx = b_x.data_ptr<T_>();
       p.bh = b_h.data_ptr<T_>();
       p.zero_out = zero_output_for_mask;
       p.ws_width = ws_width;
       p.isa = isa;
-      p.gx_row = gx_lo ? 3 * H : gx.stride(1);
+      p.gx_row = gx_lo ? 3 * H : gx_b;
       p.out_row = out_lo ? H : outputs.stride(1);
       T_* const gh_r = gh.data_ptr<T_>() + b0 * (per_gate_rec ? H : 3 * H);
       p.gh = per_gate_rec ? GateView<T_>{gh_r, H, BH} : GateView<T_>{gh_r, 3 * H, H};
@@ -208,8 +202,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward_cpu(
         T_* const state = st0 + slot * BH + b0 * H;
         if (gx_lo) {
           T_* const gx_r = gx_f.data_ptr<T_>() + b0 * 3 * H;
-          rows_from_bf16(R, 3 * H, gx0_lo + t * gx_t + b0 * gx.stride(1), gx.stride(1), gx_r,
-                         3 * H);
+          rows_from_bf16(R, 3 * H, gx0_lo + t * gx_t + b0 * gx_b, gx_b, gx_r, 3 * H);
           p.gx = gx_r;
         } else {
           p.gx = gx0 + t * gx_t + b0 * p.gx_row;

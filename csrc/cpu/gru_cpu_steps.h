@@ -33,10 +33,11 @@ struct GateView {
 template <typename T>
 struct ForwardStep {
   int64_t B, H;
-  const T* gx;        // (B, 3H) input projection of this step's input time, biases b_i included
+  const T* gx;        // (B, 3H) input projection x_t W of this step's input time (no bias)
   int64_t gx_row;     // row stride of gx: 3H, or T * 3H for a batch-major input
   GateView<T> gh;     // recurrent products (reset_after: all 3 gates; otherwise z and r)
   const T* ghh;       // reset_after=False, second phase: (B, H) (r * hd_h) U_h; else unused
+  const T* bx;        // (3H) input bias b_i, zeros without one: added to gx in the passes
   const T* bh;        // (3H) recurrent bias, zeros without one (reset_after only)
   const T* h;         // (B, H) previous state
   const T* q_h;       // (B, H) recurrent dropout mask of the candidate gate, or nullptr

@@ -84,13 +84,15 @@ inline bool row_valid(const bool* valid, int64_t b) {
 template <typename T, int A, int R, bool Save>
 inline void forward_reset_after_row(int64_t H, const T* __restrict__ gx, const T* __restrict__ gz,
                                     const T* __restrict__ gr, const T* __restrict__ gh,
-                                    const T* __restrict__ bh, const T* __restrict__ h,
-                                    T* __restrict__ ws, T* __restrict__ state, T* __restrict__ out) {
+                                    const T* __restrict__ bx, const T* __restrict__ bh,
+                                    const T* __restrict__ h, T* __restrict__ ws,
+                                    T* __restrict__ state, T* __restrict__ out) {
   for (int64_t j = 0; j < H; ++j) {
-    const T a_z = gx[j] + gz[j] + bh[j];
-    const T a_r = gx[H + j] + gr[j] + bh[H + j];
+    const T a_z = gx[j] + bx[j] + gz[j] + bh[j];
+    const T a_r = gx[H + j] + bx[H + j] + gr[j] + bh[H + j];
     const T gh_h = gh[j] + bh[2 * H + j];
-    const auto y = cell::forward_reset_after(Pair<A, R, T>{}, a_z, a_r, gx[2 * H + j], gh_h, h[j]);
+    const T x_h = gx[2 * H + j] + bx[2 * H + j];
+    const auto y = cell::forward_reset_after(Pair<A, R, T>{}, a_z, a_r, x_h, gh_h, h[j]);
     if constexpr (Save) {
       ws[j] = a_z;
       ws[H + j] = a_r;
@@ -110,11 +112,11 @@ void forward_reset_after(const ForwardStep<T>& p) {
     const T *gx = p.gx + b * p.gx_row, *gz = &p.gh.at(b, 0, 0), *gr = &p.gh.at(b, 1, 0),
             *gh = &p.gh.at(b, 2, 0);
     if (p.ws != nullptr)
-      forward_reset_after_row<T, A, R, true>(H, gx, gz, gr, gh, p.bh, p.h + o,
+      forward_reset_after_row<T, A, R, true>(H, gx, gz, gr, gh, p.bx, p.bh, p.h + o,
                                              p.ws + b * p.ws_width, p.state + o,
                                              p.out + b * p.out_row);
     else
-      forward_reset_after_row<T, A, R, false>(H, gx, gz, gr, gh, p.bh, p.h + o, nullptr,
+      forward_reset_after_row<T, A, R, false>(H, gx, gz, gr, gh, p.bx, p.bh, p.h + o, nullptr,
                                               p.state + o, p.out + b * p.out_row);
     if (!row_valid<T>(p.valid, b)) carry_masked_row(p, b);
   });
@@ -123,12 +125,13 @@ void forward_reset_after(const ForwardStep<T>& p) {
 // reset_after=False, phase 1: gates z, r and the reset state r * hd_h for the second GEMM.
 template <typename T, int R>
 inline void forward_reset_before_gates_row(int64_t H, const T* __restrict__ gx,
-                                           const T* __restrict__ gz, const T* __restrict__ gr,
-                                           const T* __restrict__ h, const T* __restrict__ q_h,
-                                           T* __restrict__ ws, T* __restrict__ rh) {
+                                           const T* __restrict__ bx, const T* __restrict__ gz,
+                                           const T* __restrict__ gr, const T* __restrict__ h,
+                                           const T* __restrict__ q_h, T* __restrict__ ws,
+                                           T* __restrict__ rh) {
   for (int64_t j = 0; j < H; ++j) {
-    const T a_z = gx[j] + gz[j];
-    const T a_r = gx[H + j] + gr[j];
+    const T a_z = gx[j] + bx[j] + gz[j];
+    const T a_r = gx[H + j] + bx[H + j] + gr[j];
     ws[j] = a_z;
     ws[H + j] = a_r;
     rh[j] = cell::reset_state(RecOnly<R, T>{}, a_r, h[j] * q_h[j]);
@@ -140,7 +143,7 @@ void forward_reset_before_gates(const ForwardStep<T>& p, const T* ones) {
   const int64_t H = p.H;
   for_each_row(p.B, H, [&](int64_t b) {
     const int64_t o = b * H;
-    forward_reset_before_gates_row<T, R>(H, p.gx + b * p.gx_row, &p.gh.at(b, 0, 0),
+    forward_reset_before_gates_row<T, R>(H, p.gx + b * p.gx_row, p.bx, &p.gh.at(b, 0, 0),
                                             &p.gh.at(b, 1, 0), p.h + o, p.q_h ? p.q_h + o : ones,
                                             p.ws + b * p.ws_width, p.rh + o);
   });
@@ -149,11 +152,11 @@ void forward_reset_before_gates(const ForwardStep<T>& p, const T* ones) {
 // reset_after=False, phase 2: candidate from (r * hd_h) U_h, then the update.
 template <typename T, int A, int R>
 inline void forward_reset_before_candidate_row(int64_t H, const T* __restrict__ gx,
-                                               const T* __restrict__ ghh, const T* __restrict__ h,
-                                               T* __restrict__ ws, T* __restrict__ state,
-                                               T* __restrict__ out) {
+                                               const T* __restrict__ bx, const T* __restrict__ ghh,
+                                               const T* __restrict__ h, T* __restrict__ ws,
+                                               T* __restrict__ state, T* __restrict__ out) {
   for (int64_t j = 0; j < H; ++j) {
-    const T a_h = gx[2 * H + j] + ghh[j];
+    const T a_h = gx[2 * H + j] + bx[2 * H + j] + ghh[j];
     ws[2 * H + j] = a_h;
     const T hn = cell::forward_reset_before(Pair<A, R, T>{}, ws[j], a_h, h[j]);
     state[j] = hn;
@@ -166,7 +169,7 @@ void forward_reset_before_candidate(const ForwardStep<T>& p) {
   const int64_t H = p.H;
   for_each_row(p.B, H, [&](int64_t b) {
     const int64_t o = b * H;
-    forward_reset_before_candidate_row<T, A, R>(H, p.gx + b * p.gx_row, p.ghh + o, p.h + o,
+    forward_reset_before_candidate_row<T, A, R>(H, p.gx + b * p.gx_row, p.bx, p.ghh + o, p.h + o,
                                                 p.ws + b * p.ws_width, p.state + o,
                                                 p.out + b * p.out_row);
     if (!row_valid<T>(p.valid, b)) carry_masked_row(p, b);
