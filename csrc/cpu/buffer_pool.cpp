@@ -4,6 +4,7 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/accumulate.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <list>
@@ -21,7 +22,8 @@ constexpr int64_t kMinPooledBytes = int64_t(1) << 20;
 // Pooled sizes are whole MiB, so that shapes a little apart share their buffers.
 constexpr int64_t kGranule = int64_t(1) << 20;
 
-// The idle bytes the pool may keep, read at every use (as GRU_CUDA_CPU_BLAS is).
+// The idle bytes the pool may keep, read by every pooled_empty (as GRU_CUDA_CPU_BLAS is read by
+// every call), on the calling thread.
 int64_t limit_bytes() {
   const char* env = std::getenv("GRU_CUDA_CPU_BUFFER_POOL_MB");
   if (env == nullptr || env[0] == '\0') return int64_t(256) << 20;
@@ -41,15 +43,16 @@ struct Buffer {
 
 class Pool {
  public:
-  // A buffer of at least `bytes`: the smallest idle one that is not more than twice as large
-  // (a small request must not hold on to a large buffer), else a new one.
+  // A buffer of at least `bytes` (whole MiB): the smallest idle one of at most 5/4 of it (a
+  // request must not hold on to a much larger buffer: saved tensors live until the backward),
+  // the most recently returned of equal ones (the likeliest in cache); else a new one.
   Buffer take(int64_t bytes) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       auto best = idle_.end();
       for (auto it = idle_.begin(); it != idle_.end(); ++it)
-        if (it->bytes >= bytes && it->bytes <= 2 * bytes &&
-            (best == idle_.end() || it->bytes < best->bytes))
+        if (it->bytes >= bytes && it->bytes * 4 <= bytes * 5 &&
+            (best == idle_.end() || it->bytes <= best->bytes))
           best = it;
       if (best != idle_.end()) {
         Buffer b = std::move(*best);
@@ -58,27 +61,37 @@ class Pool {
         return b;
       }
     }
-    return Buffer{bytes, c10::GetCPUAllocator()->allocate(static_cast<size_t>(bytes))};
+    try {
+      return Buffer{bytes, c10::GetCPUAllocator()->allocate(static_cast<size_t>(bytes))};
+    } catch (const c10::Error&) {  // out of memory: give the idle buffers back, then retry
+      release();
+      return Buffer{bytes, c10::GetCPUAllocator()->allocate(static_cast<size_t>(bytes))};
+    }
   }
 
-  // Keeps a returned buffer, dropping the least recently returned ones beyond the limit.
-  void give(Buffer b) {
-    std::list<Buffer> dropped;  // freed after the lock is released
-    {
+  // Keeps a returned buffer, dropping the least recently returned ones beyond the limit; a
+  // buffer larger than the limit is freed at once. Never throws (it runs in a deleter).
+  void give(Buffer b) noexcept {
+    const int64_t limit = limit_.load(std::memory_order_relaxed);
+    if (b.bytes > limit) return;  // freed here
+    std::list<Buffer> dropped;    // freed after the lock is released
+    try {
+      std::list<Buffer> node;
+      node.push_back(std::move(b));  // the only allocation, before the lock
       std::lock_guard<std::mutex> lock(mutex_);
-      int64_t limit = 0;
-      try {
-        limit = limit_bytes();
-      } catch (...) {  // a deleter must not throw: a bad setting keeps nothing
-      }
-      idle_bytes_ += b.bytes;
-      idle_.push_back(std::move(b));
+      idle_bytes_ += node.front().bytes;
+      idle_.splice(idle_.end(), node);
       while (idle_bytes_ > limit && !idle_.empty()) {
         idle_bytes_ -= idle_.front().bytes;
         dropped.splice(dropped.end(), idle_, idle_.begin());
       }
+    } catch (...) {  // no memory for the list node: the buffer is freed instead
     }
   }
+
+  // The limit give() applies: the last limit_bytes() a pooled_empty read (deleters run on any
+  // thread, so they do not read the environment themselves).
+  void set_limit(int64_t limit) { limit_.store(limit, std::memory_order_relaxed); }
 
   int64_t idle_bytes() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -96,6 +109,7 @@ class Pool {
   std::mutex mutex_;
   std::list<Buffer> idle_;  // the most recently returned last
   int64_t idle_bytes_ = 0;
+  std::atomic<int64_t> limit_{0};
 };
 
 // Never destroyed: tensors may return buffers to it during interpreter shutdown.
@@ -110,7 +124,9 @@ at::Tensor pooled_empty(at::IntArrayRef sizes, const at::TensorOptions& opts) {
   TORCH_INTERNAL_ASSERT(opts.device().is_cpu(), "pooled_empty: CPU tensors only");
   const int64_t numel = c10::multiply_integers(sizes);
   const int64_t bytes = numel * static_cast<int64_t>(opts.dtype().itemsize());
-  if (bytes < kMinPooledBytes || limit_bytes() == 0) return at::empty(sizes, opts);
+  const int64_t limit = limit_bytes();
+  pool().set_limit(limit);
+  if (bytes < kMinPooledBytes || limit == 0) return at::empty(sizes, opts);
   const int64_t rounded = (bytes + kGranule - 1) / kGranule * kGranule;
   // std::function needs a copyable deleter: the buffer travels in a shared_ptr.
   auto buffer = std::make_shared<Buffer>(pool().take(rounded));

@@ -5,13 +5,15 @@
 // it again 2.6 ms. At B=64, T=128, H=512 the input projection alone is 50 MB, and a forward +
 // backward touched ~210 MB of fresh pages per call (53K page faults). The ops therefore take
 // their own temporaries (the input projection, the gate gradients) and the states and workspace
-// they save for the backward from this pool. Outputs and gradients handed to the caller are
-// ordinary tensors.
+// they save for the backward from this pool. The outputs, final state and gradients are
+// ordinary tensors; the saved states and workspace, which gru_forward also returns, are not:
+// their storage cannot be resized (autograd and functional.gru never do).
 //
 // A pooled tensor is an ordinary tensor over a pooled buffer (at::from_blob with a deleter): when
 // its last reference goes, the buffer returns to the pool, whichever thread drops it. The pool
 // keeps at most GRU_CUDA_CPU_BUFFER_POOL_MB megabytes (default 256; 0 turns it off) of idle
-// buffers, the most recently returned first; buffers under 1 MiB are left to the allocator.
+// buffers, the most recently returned first; buffers under 1 MiB are left to the allocator, and
+// a request takes an idle buffer of at most 5/4 of its size.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -12,8 +12,8 @@ namespace gru_cuda {
 namespace cpu {
 
 // A new (T, B, C) tensor, stored batch-major ((B, T, C) contiguous) or time-major; from the
-// buffer pool (buffer_pool.h) when `pooled`: only for the ops' own temporaries and the tensors
-// they save for the backward, never for what the caller receives.
+// buffer pool (buffer_pool.h) when `pooled`: only for the ops' own temporaries (the saved
+// states and workspace take theirs directly), never for outputs or gradients.
 inline at::Tensor empty_steps(int64_t T, int64_t B, int64_t C, bool batch_major,
                               const at::TensorOptions& opts, bool pooled = false) {
   auto make = [&](at::IntArrayRef sizes) {

@@ -22,14 +22,14 @@ def empty_pool(monkeypatch):
     _C.cpu_buffer_pool_release()
 
 
-def saved_forward(T=64, B=16, F=40, H=128, reset_after=True):
-    """gru_forward with save_for_backward, float32. At the default sizes its input projection
-    (1.5 MiB) and workspace (2 MiB for reset_after) are pooled, its states (0.5 MiB) are not."""
+def saved_forward(T=64, B=32, F=40, H=128, reset_after=True, save=True):
+    """gru_forward, float32. At the default sizes its input projection (3 MiB), saved states
+    (1 MiB) and workspace (4 MiB; 3 MiB for reset_after=False) are pooled."""
     torch.manual_seed(0)
     x = torch.randn(T, B, F)
     W, U = torch.randn(F, 3 * H) * 0.1, torch.randn(H, 3 * H) * 0.1
     return ops.gru_forward(x, W, U, None, torch.zeros(B, H), None, None, None, reset_after, 0, 1,
-                           False, False, True)
+                           False, False, save)
 
 
 def test_buffers_return_to_the_pool_and_release_frees_them():
@@ -37,7 +37,7 @@ def test_buffers_return_to_the_pool_and_release_frees_them():
     _, _, states, ws = saved_forward()
     assert ws.numel() * 4 >= MiB  # large enough to be pooled
     held = _C.cpu_buffer_pool_idle_bytes()  # the input projection came back at the op's end
-    assert held >= 64 * 16 * 3 * 128 * 4
+    assert held == 3 * MiB
     del states, ws
     assert _C.cpu_buffer_pool_idle_bytes() > held
     _C.cpu_buffer_pool_release()
@@ -60,14 +60,14 @@ def test_live_tensors_never_share_a_buffer():
 def test_reused_buffers_hold_stale_values(reset_after, dtype):
     """Buffers that come back full of NaN serve the next calls' projections, saved tensors and
     gate gradients: every value the op reads from them must be one it wrote."""
-    T, B, F, H = 64, 16, 40, 128
+    T, B, F, H = 64, 32, 40, 128
     for _ in range(2):
         kept = [saved_forward(T=T, B=B, F=F, H=H, reset_after=ra) for ra in (True, False, True)]
         for outs in kept:
             for t in outs[2:]:
                 t.fill_(math.nan)
         del kept, outs, t
-        assert _C.cpu_buffer_pool_idle_bytes() >= 6 * MiB
+        assert _C.cpu_buffer_pool_idle_bytes() >= 16 * MiB
         problem = make_problem(B=B, T=T, F=F, H=H, fan_in=True, reset_after=reset_after,
                                mask="random")
         tol = 1e-5 if dtype == torch.float32 else 2e-2
@@ -79,9 +79,18 @@ def test_limit_and_off_switch(monkeypatch):
     saved_forward()
     assert _C.cpu_buffer_pool_idle_bytes() == 0
     monkeypatch.setenv("GRU_CUDA_CPU_BUFFER_POOL_MB", "2")
-    outs = saved_forward()  # projection 1.5 MiB, workspace 2 MiB, states 0.5 MiB
+    outs = saved_forward()  # only the 1 MiB states fit the limit
     del outs
-    assert 0 < _C.cpu_buffer_pool_idle_bytes() <= 2 * MiB
+    assert _C.cpu_buffer_pool_idle_bytes() == 1 * MiB
+
+
+def test_a_buffer_over_the_limit_leaves_the_others(monkeypatch):
+    monkeypatch.setenv("GRU_CUDA_CPU_BUFFER_POOL_MB", "8")
+    outs = saved_forward()
+    del outs
+    assert _C.cpu_buffer_pool_idle_bytes() == 8 * MiB  # projection, states, workspace
+    saved_forward(T=256, save=False)  # a 12 MiB projection: freed when it comes back
+    assert _C.cpu_buffer_pool_idle_bytes() == 8 * MiB
 
 
 @pytest.mark.parametrize("value", ["lots", "-1", "1.5"])
@@ -93,7 +102,7 @@ def test_bad_setting_is_named(monkeypatch, value):
 
 def test_concurrent_calls():
     """Python threads running forward and backward at once take buffers from one pool."""
-    problems = [make_problem(B=16, T=64, F=40, H=128, fan_in=True, reset_after=ra, mask=m)
+    problems = [make_problem(B=32, T=64, F=40, H=128, fan_in=True, reset_after=ra, mask=m)
                 for ra, m in ((True, "random"), (False, None), (True, None), (False, "random"))]
     errors = []
 
