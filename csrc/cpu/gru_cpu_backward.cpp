@@ -9,11 +9,11 @@
 #include <tuple>
 
 #include "cpu/bf16_dot_gemm.h"
+#include "cpu/buffer_pool.h"
 #include "cpu/cpu_blas.h"
 #include "cpu/gru_cpu_ops.h"
 #include "cpu/gru_cpu_rows.h"
 #include "cpu/gru_cpu_steps.h"
-#include "cpu/buffer_pool.h"
 #include "cpu/step_layout.h"
 #include "gru_checks.h"
 
@@ -50,7 +50,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_cpu(
   // input-gradient products read x and write grad_x in x's layout directly. (reset_after=False
   // pairs dgx with the time-major states in its dU product: dgx stays time-major.)
   const Tensor x = prepared_steps(x_in, w_type), dY = prepared_steps(grad_outputs_in, ct);
-  const bool x_bm = is_batch_major(x_in), dgx_bm = reset_after && is_batch_major(x);
+  const bool x_bm = is_batch_major(x_in), dgx_bm = reset_after && x_bm;  // x keeps x_in's layout
   const Tensor W = prepared(kernel_in, w_type), U = prepared(rk_in, ct), h0 = prepared(h0_in, ct),
                states = prepared(states_in, ct), ws = prepared(ws_in, ct);
   const OptTensor idm = prepared(idm_in, ct), rdm = prepared(rdm_in, ct);

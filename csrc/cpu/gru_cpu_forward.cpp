@@ -9,11 +9,11 @@
 #include <tuple>
 
 #include "cpu/bf16_dot_gemm.h"
+#include "cpu/buffer_pool.h"
 #include "cpu/cpu_blas.h"
 #include "cpu/gru_cpu_ops.h"
 #include "cpu/gru_cpu_rows.h"
 #include "cpu/gru_cpu_steps.h"
-#include "cpu/buffer_pool.h"
 #include "cpu/step_layout.h"
 #include "gru_checks.h"
 

@@ -5,8 +5,8 @@
 
 #include <ATen/ATen.h>
 
-#include "cpu/gru_cpu_ops.h"
 #include "cpu/buffer_pool.h"
+#include "cpu/gru_cpu_ops.h"
 
 namespace gru_cuda {
 namespace cpu {
