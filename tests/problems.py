@@ -175,3 +175,26 @@ def compare(problem, kw, *, dtype=torch.float64, rtol=1e-10, grad_rtol=1e-10):
     for name, a, b in zip(names, g_f, g_r):
         assert_close_rel(a, b, grad_rtol, f"grad {name}")
     return out_r, st_r
+
+
+def op_backward_args(problem, *, go_backwards=False, generator=None):
+    """The positional arguments of a `gru_cuda::gru_backward` call (without need_grad_x) for a
+    `make_problem` problem with a bias and a batch-first x: `gru_forward` with
+    save_for_backward runs on a time-major copy of x (tanh / sigmoid), and the output and
+    final-state gradients are random (from `generator`). x is at index 2, the output gradient at
+    index 0."""
+    from gru_cuda import activations
+
+    (x, k, u, b, h0), kw = problem
+    ra = kw["reset_after"]
+    masks = [kw.get(n) for n in MASK_NAMES]
+    if masks[0] is not None:
+        masks[0] = masks[0].transpose(0, 1).contiguous()
+    ids = activations.FUSED_IDS
+    xt = x.transpose(0, 1).contiguous()
+    fwd = torch.ops.gru_cuda.gru_forward(xt, k, u, b, h0, *masks, ra, ids["tanh"],
+                                         ids["sigmoid"], go_backwards, False, True)
+    gy = torch.randn(fwd[0].shape, generator=generator, dtype=x.dtype)
+    gs = torch.randn(h0.shape, generator=generator, dtype=x.dtype)
+    return (gy, gs, xt, k, u, h0, fwd[2], fwd[3], *masks, True, ra, ids["tanh"], ids["sigmoid"],
+            go_backwards, False)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from compare import assert_close_rel
-from problems import leaf_copies, make_problem, run_with_grads
+from problems import leaf_copies, make_problem, op_backward_args, run_with_grads
 import gru_cuda.ops
-from gru_cuda import activations, functional, reference
+from gru_cuda import functional, reference
 
 CASES = [dict(reset_after=True), dict(reset_after=False, mask=True),
          dict(reset_after=True, input_dropout=3, recurrent_dropout=True),
@@ -16,20 +16,9 @@ CASES = [dict(reset_after=True), dict(reset_after=False, mask=True),
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 def test_op_skips_grad_x(case):
-    (x, k, u, b, h0), kw = make_problem(B=5, T=4, F=3, H=6, **case)
-    ra = kw["reset_after"]
-    masks = [kw.get(n) for n in ("mask", "input_dropout_mask", "recurrent_dropout_mask")]
-    if masks[0] is not None:
-        masks[0] = masks[0].transpose(0, 1).contiguous()
-    xt = x.transpose(0, 1).contiguous()
-    ids = activations.FUSED_IDS
-    fwd = torch.ops.gru_cuda.gru_forward(xt, k, u, b, h0, *masks, ra, ids["tanh"],
-                                         ids["sigmoid"], False, False, True)
-    g = torch.Generator().manual_seed(3)
-    gy = torch.randn(fwd[0].shape, generator=g, dtype=x.dtype)
-    gs = torch.randn(h0.shape, generator=g, dtype=x.dtype)
-    args = (gy, gs, xt, k, u, h0, fwd[2], fwd[3], *masks, True, ra, ids["tanh"], ids["sigmoid"],
-            False, False)
+    problem = make_problem(B=5, T=4, F=3, H=6, **case)
+    args = op_backward_args(problem, generator=torch.Generator().manual_seed(3))
+    xt = args[2]
     full = torch.ops.gru_cuda.gru_backward(*args)
     skipped = torch.ops.gru_cuda.gru_backward(*args, False)
     assert full[0].shape == xt.shape and skipped[0].shape == (0,)

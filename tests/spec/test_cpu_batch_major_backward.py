@@ -5,8 +5,7 @@ kernel says the same (opcheck)."""
 import pytest
 import torch
 
-from problems import make_problem
-from gru_cuda import activations
+from problems import make_problem, op_backward_args
 
 CASES = [dict(reset_after=True), dict(reset_after=False),
          dict(reset_after=True, mask=True, go_backwards=True),
@@ -32,28 +31,16 @@ def padded(t):
 def test_batch_major_backward(case, dtype):
     case = dict(case)
     go_backwards = case.pop("go_backwards", False)
-    (x, k, u, b, h0), kw = make_problem(B=9, T=5, F=4, H=8, **case)  # 2 row blocks of 4+ rows
-    x, k, u, b, h0 = (t.to(dtype) for t in (x, k, u, b, h0))
-    kw = {n: (v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v)
-          for n, v in kw.items()}
-    ra = kw["reset_after"]
-    masks = [kw.get(n) for n in ("mask", "input_dropout_mask", "recurrent_dropout_mask")]
-    if masks[0] is not None:
-        masks[0] = masks[0].transpose(0, 1).contiguous()
-    ids = activations.FUSED_IDS
-    xt = x.transpose(0, 1).contiguous()  # time-major (T, B, F)
-    fwd = torch.ops.gru_cuda.gru_forward(xt, k, u, b, h0, *masks, ra, ids["tanh"],
-                                         ids["sigmoid"], go_backwards, False, True)
-    gy = torch.randn(fwd[0].shape, dtype=x.dtype)
-    gs = torch.randn(h0.shape, dtype=x.dtype)
-    opts = (True, ra, ids["tanh"], ids["sigmoid"], go_backwards, False)
-    want = torch.ops.gru_cuda.gru_backward(gy, gs, xt, k, u, h0, fwd[2], fwd[3], *masks, *opts)
+    problem = make_problem(B=9, T=5, F=4, H=8, dtype=dtype, **case)  # 2 row blocks of 4+ rows
+    args = op_backward_args(problem, go_backwards=go_backwards)
+    gy, xt = args[0], args[2]
+    want = torch.ops.gru_cuda.gru_backward(*args)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     for x_in, gy_in in ((batch_major(xt), batch_major(gy)), (batch_major(xt), gy),
                         (xt, batch_major(gy)), (batch_major(xt), padded(gy))):
-        args = (gy_in, gs, x_in, k, u, h0, fwd[2], fwd[3], *masks, *opts)
-        got = torch.ops.gru_cuda.gru_backward(*args)
+        args_in = (gy_in, args[1], x_in, *args[3:])
+        got = torch.ops.gru_cuda.gru_backward(*args_in)
         for name, a, e in zip(("x", "kernel", "recurrent_kernel", "bias", "h0"), got, want):
             torch.testing.assert_close(a, e, rtol=tol, atol=tol, msg=f"grad {name}")
         assert got[0].stride() == x_in.stride()  # grad_x in x's layout
-        torch.library.opcheck(torch.ops.gru_cuda.gru_backward.default, args)
+        torch.library.opcheck(torch.ops.gru_cuda.gru_backward.default, args_in)
